@@ -1,0 +1,1 @@
+"""streamwise_webapp."""
