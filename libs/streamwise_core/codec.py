@@ -1,0 +1,73 @@
+"""Model blobs: pickled model plus JSON metadata, signed together, verified before loading."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import platform
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import river
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import BlobRefused
+from .events import utcnow
+from .signing import Signature, Signer
+
+
+class ModelMeta(BaseModel):
+    """What a model version is; stored beside its blob and in the registry."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    app: str
+    model: str
+    version: int
+    task: str
+    classes: list[Any] | None = None
+    examples_seen: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    offsets: dict[str, int] = Field(default_factory=dict)
+    """Last consumed offset per ``topic:partition``, for exactly-once resumption."""
+    river_version: str = river.__version__
+    python_version: str = platform.python_version()
+    blob_sha256: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SignedBlob:
+    """The bytes that travel through the model store."""
+
+    meta: bytes
+    blob: bytes
+    signature: Signature
+
+
+def pack(obj: Any, meta: ModelMeta, signer: Signer) -> SignedBlob:
+    """Pickle ``obj`` and sign it together with its metadata."""
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    meta = meta.model_copy(update={"blob_sha256": hashlib.sha256(blob).hexdigest()})
+    meta_bytes = meta.model_dump_json().encode()
+    return SignedBlob(meta_bytes, blob, signer.sign(meta_bytes, blob))
+
+
+def verify(signed: SignedBlob, signer: Signer) -> ModelMeta:
+    """Check signature and library versions; return the metadata or raise ``BlobRefused``."""
+    signer.verify(signed.signature, signed.meta, signed.blob)
+    meta = ModelMeta.model_validate_json(signed.meta)
+    if meta.river_version != river.__version__:
+        raise BlobRefused(
+            f"river version mismatch: blob {meta.river_version}, installed {river.__version__}"
+        )
+    if hashlib.sha256(signed.blob).hexdigest() != meta.blob_sha256:
+        raise BlobRefused("blob digest does not match its metadata")
+    return meta
+
+
+def unpack(signed: SignedBlob, signer: Signer) -> tuple[ModelMeta, Any]:
+    """Verify, then unpickle. Nothing is unpickled unless the checks pass."""
+    meta = verify(signed, signer)
+    return meta, pickle.loads(signed.blob)  # noqa: S301 - trusted only after HMAC verification

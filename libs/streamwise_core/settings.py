@@ -1,0 +1,108 @@
+"""Typed settings shared by every service: one env prefix, nested with ``__``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .appspec import AppSpec, load_app_spec
+
+DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
+DEV_API_KEY = "dev-api-key"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    idempotence: bool = True
+    """Idempotent producer; on for Apache Kafka, off for brokers that refuse it (Tansu)."""
+    partitions: int = 1
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1500
+    request_timeout_ms: int = 15000
+
+
+class Settings(BaseSettings):
+    """Settings every service reads; a service adds its own fields in a subclass."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMWISE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    app_spec: Path = Path("examples/fraud/streamwise.toml")
+    topic_prefix: str = "streamwise"
+    kafka: KafkaSettings = KafkaSettings()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite:///var/streamwise.db"
+    signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    """Comma-separated ``key_id:secret`` pairs; the first signs, all verify."""
+    api_keys: SecretStr = SecretStr(DEV_API_KEY)
+    """Comma-separated keys accepted on write endpoints."""
+    log_level: str = "INFO"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError("topic_prefix may hold letters, digits, '-' and '_' only")
+        return value
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.signing_keys.get_secret_value() == DEV_SIGNING_KEY:
+                raise ValueError("set STREAMWISE_SIGNING_KEYS in production")
+            if DEV_API_KEY in self.api_key_list:
+                raise ValueError("set STREAMWISE_API_KEYS in production")
+        return self
+
+    @property
+    def signing_key_map(self) -> dict[str, bytes]:
+        """Signing keys by id, in order; the first one signs."""
+        keys: dict[str, bytes] = {}
+        for pair in self.signing_keys.get_secret_value().split(","):
+            kid, sep, secret = pair.strip().partition(":")
+            if not sep or not kid or len(secret) < 16:
+                raise ValueError("each signing key must be 'key_id:secret' with a secret of 16+ chars")
+            keys[kid] = secret.encode()
+        return keys
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @cached_property
+    def spec(self) -> AppSpec:
+        return load_app_spec(self.app_spec)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.for_app(self.topic_prefix, self.spec.name)
+
+
+class Topics(BaseModel):
+    """Topic names of one application."""
+
+    events: str
+    labels: str
+    predictions: str
+    models: str
+    dead_letters: str
+
+    @classmethod
+    def for_app(cls, prefix: str, app: str) -> Topics:
+        base = f"{prefix}.{app}"
+        return cls(
+            events=f"{base}.events",
+            labels=f"{base}.labels",
+            predictions=f"{base}.predictions",
+            models=f"{base}.models",
+            dead_letters=f"{base}.dead-letters",
+        )
+
+    def all(self) -> list[str]:
+        return [self.events, self.labels, self.predictions, self.models, self.dead_letters]

@@ -1,0 +1,119 @@
+"""Composition root of the predictor: serve the current model, swap in each new version."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from streamwise_core.events import PredictionMade
+from streamwise_core.http import install_error_handlers
+from streamwise_core.kafka import make_producer
+from streamwise_core.modelstore import ModelStore
+from streamwise_core.signing import Signer
+
+from .holder import ModelHolder, ServedModel
+from .service import Batch, BatchResponse, Instance, Prediction, PredictionResponse, check_instances, predict_instances
+from .settings import PredictorSettings
+from .watcher import VersionWatcher
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: PredictorSettings | None = None) -> FastAPI:
+    settings = settings or PredictorSettings()
+    spec, topics = settings.spec, settings.topics
+    model_name = spec.model.name
+    holder = ModelHolder()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, spec.name)
+        watcher = VersionWatcher(store, Signer(settings.signing_key_map), holder, model_name, settings.poll_interval_ms / 1000)
+        producer = make_producer(settings.kafka, client_id=f"{spec.name}-predictor")
+        await producer.start()
+        app.state.watcher = watcher
+        app.state.producer = producer
+        tasks = [asyncio.create_task(watcher.poll()), asyncio.create_task(watcher.listen())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await producer.stop()
+            await store.close()
+
+    app = FastAPI(title="Streamwise predictor", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+
+    def served() -> ServedModel:
+        current = holder.current
+        if current is None:
+            raise HTTPException(status_code=503, detail="no verified model loaded yet")
+        return current
+
+    async def record(request: Request, model: ServedModel, predictions: list[Prediction]) -> None:
+        """Write predictions to their topic without making the caller wait for Kafka."""
+        producer = request.app.state.producer
+        for p in predictions:
+            if p.id is None:
+                continue
+            event = PredictionMade(
+                id=p.id, model=model.meta.model, version=model.meta.version,
+                prediction=p.prediction, probabilities=p.probabilities,
+            )
+            try:
+                await producer.send(topics.predictions, event.to_bytes(), key=p.id.encode())
+            except KafkaError as exc:
+                log.warning("prediction %s not recorded: %s", p.id, exc)
+
+    @app.post("/v1/predict", response_model=PredictionResponse)
+    async def predict_one(instance: Instance, request: Request) -> PredictionResponse:
+        """Predict one instance with the current model version."""
+        check_instances(spec, [instance])
+        model = served()
+        [p] = predict_instances(spec, model, [instance])
+        await record(request, model, [p])
+        return PredictionResponse(**p.model_dump(), model=model.meta.model, version=model.meta.version)
+
+    @app.post("/v1/predict/batch", response_model=BatchResponse)
+    async def predict_batch(batch: Batch, request: Request) -> BatchResponse:
+        """Predict many instances with one model version."""
+        if len(batch.instances) > settings.max_batch:
+            raise HTTPException(status_code=422, detail=f"at most {settings.max_batch} instances per batch")
+        check_instances(spec, batch.instances)
+        model = served()
+        predictions = predict_instances(spec, model, batch.instances)
+        await record(request, model, predictions)
+        return BatchResponse(model=model.meta.model, version=model.meta.version, predictions=predictions)
+
+    @app.get("/v1/model")
+    async def current_model(request: Request) -> dict[str, object]:
+        """The version being served, its metrics, and any refused versions."""
+        model = served()
+        return {
+            "meta": model.meta.model_dump(mode="json"),
+            "swaps": holder.swaps,
+            "refused": request.app.state.watcher.refused,
+        }
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready means a verified model is loaded."""
+        version = holder.version
+        return JSONResponse({"ready": version is not None, "version": version}, status_code=200 if version else 503)
+
+    return app

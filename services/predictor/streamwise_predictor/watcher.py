@@ -1,0 +1,74 @@
+"""Follows the model store: loads each announced version off the serving path and swaps it in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from streamwise_core.codec import unpack
+from streamwise_core.errors import BackendUnavailable, BlobRefused
+from streamwise_core.modelstore import ModelStore
+from streamwise_core.signing import Signer
+
+from .holder import ModelHolder, ServedModel
+
+log = logging.getLogger(__name__)
+
+
+class VersionWatcher:
+    """Listens to pub/sub and polls the current pointer; refused blobs are never retried."""
+
+    def __init__(self, store: ModelStore, signer: Signer, holder: ModelHolder, model: str, poll_interval_s: float) -> None:
+        self._store = store
+        self._signer = signer
+        self._holder = holder
+        self._model = model
+        self._poll_interval_s = poll_interval_s
+        self._lock = asyncio.Lock()
+        self.refused: dict[int, str] = {}
+
+    async def check(self, version: int | None = None) -> None:
+        """Load ``version`` (default: the current pointer) if it is newer than what is served."""
+        async with self._lock:
+            if version is None:
+                version = await self._store.current_version(self._model)
+            if version is None or version in self.refused:
+                return
+            if self._holder.version is not None and version <= self._holder.version:
+                return
+            signed = await self._store.load(self._model, version)
+            if signed is None:
+                return
+            try:
+                # Verifying and unpickling a large model takes time: keep it off the event loop.
+                meta, model = await asyncio.to_thread(unpack, signed, self._signer)
+            except BlobRefused as exc:
+                self.refused[version] = str(exc)
+                log.error("refused %s v%s: %s; still serving v%s", self._model, version, exc, self._holder.version)
+                return
+            if meta.model != self._model or meta.version != version:
+                self.refused[version] = "metadata names another model or version"
+                log.error("refused %s v%s: metadata says %s v%s", self._model, version, meta.model, meta.version)
+                return
+            if self._holder.offer(ServedModel(meta, model)):
+                log.info("now serving %s v%s", self._model, version)
+
+    async def poll(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except BackendUnavailable as exc:
+                log.warning("poll failed: %s", exc)
+            await asyncio.sleep(self._poll_interval_s)
+
+    async def listen(self) -> None:
+        while True:
+            try:
+                async for note in self._store.announcements():
+                    if note.get("model") == self._model and isinstance(note.get("version"), int):
+                        await self.check(note["version"])
+            except (BackendUnavailable, OSError, ConnectionError) as exc:
+                log.warning("announcements lost (%s); polling covers the gap", exc)
+            except Exception as exc:  # redis raises its own ConnectionError family
+                log.warning("announcements lost (%r); polling covers the gap", exc)
+            await asyncio.sleep(self._poll_interval_s)

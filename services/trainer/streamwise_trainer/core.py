@@ -1,0 +1,154 @@
+"""The trainer's state machine: records in, examples learned, snapshots out. No I/O."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamwise_core.appspec import AppSpec
+from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
+from streamwise_core.events import EventReceived, LabelReceived
+from streamwise_core.pipeline import build_model
+from streamwise_core.schema import feature_errors, label_error, to_model_input
+from streamwise_core.settings import Topics
+from streamwise_core.signing import Signer
+
+from .join import LabelJoin
+from .learner import OnlineLearner
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed Kafka message, as the trainer needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that could not be learned from, and why; it goes to dead letters."""
+
+    record: Record
+    reason: str
+
+
+@dataclass
+class TrainerState:
+    """Everything a checkpoint holds; restoring it resumes exactly where it stopped."""
+
+    learner: OnlineLearner
+    join: LabelJoin
+    offsets: dict[str, int] = field(default_factory=dict)
+    version: int = 0
+    published_examples: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    meta: ModelMeta
+    model: SignedBlob
+    checkpoint: SignedBlob
+
+
+def _tp(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class Trainer:
+    """Consumes events and labels; the single writer of one model."""
+
+    def __init__(self, spec: AppSpec, topics: Topics, state: TrainerState | None = None, *, join_capacity: int = 100_000) -> None:
+        self.spec = spec
+        self.topics = topics
+        self.state = state or TrainerState(
+            learner=OnlineLearner(build_model(spec), spec.task), join=LabelJoin(join_capacity)
+        )
+        self.skipped = 0
+
+    @property
+    def examples_seen(self) -> int:
+        return self.state.learner.examples_seen
+
+    @property
+    def unpublished(self) -> int:
+        return self.examples_seen - self.state.published_examples
+
+    def handle(self, record: Record) -> Rejected | None:
+        """Learn what ``record`` completes; skip what the checkpoint already holds."""
+        tp = _tp(record.topic, record.partition)
+        if record.offset <= self.state.offsets.get(tp, -1):
+            self.skipped += 1
+            return None
+        self.state.offsets[tp] = record.offset
+        try:
+            if record.value is None:
+                return Rejected(record, "empty message")
+            if record.topic == self.topics.events:
+                return self._on_event(record)
+            if record.topic == self.topics.labels:
+                return self._on_label(record)
+            return Rejected(record, f"unexpected topic {record.topic}")
+        except ValidationError as exc:
+            return Rejected(record, f"undecodable: {exc.errors(include_url=False)[:3]}")
+        except (ValueError, TypeError, KeyError) as exc:
+            return Rejected(record, f"cannot learn: {exc!r}")
+
+    def _on_event(self, record: Record) -> Rejected | None:
+        event = EventReceived.from_bytes(record.value or b"")
+        errors = feature_errors(self.spec, event.features)
+        if errors:
+            return Rejected(record, f"features do not match the schema: {errors[:3]}")
+        if event.label is not None and (problem := label_error(self.spec, event.label)):
+            return Rejected(record, f"label: {problem}")
+        example = self.state.join.on_event(event.id, to_model_input(self.spec, event.features), event.label)
+        if example is not None:
+            self.state.learner.learn(example.x, example.y)
+        return None
+
+    def _on_label(self, record: Record) -> Rejected | None:
+        label = LabelReceived.from_bytes(record.value or b"")
+        if problem := label_error(self.spec, label.label):
+            return Rejected(record, f"label: {problem}")
+        example = self.state.join.on_label(label.id, label.label)
+        if example is not None:
+            self.state.learner.learn(example.x, example.y)
+        return None
+
+    def snapshot(self, signer: Signer) -> Snapshot:
+        """Sign the model and a checkpoint of the whole state, as the next version."""
+        self.state.version += 1
+        meta = ModelMeta(
+            app=self.spec.name,
+            model=self.spec.model.name,
+            version=self.state.version,
+            task=self.spec.task.value,
+            classes=list(self.spec.classes) if self.spec.classes else None,
+            examples_seen=self.examples_seen,
+            metrics=self.state.learner.metrics.snapshot(),
+            offsets=dict(self.state.offsets),
+        )
+        model = pack(self.state.learner.model, meta, signer)
+        checkpoint = pack(self.state, meta, signer)
+        return Snapshot(meta, model, checkpoint)
+
+    def mark_published(self, meta: ModelMeta) -> None:
+        self.state.published_examples = meta.examples_seen
+
+    @classmethod
+    def restore(cls, spec: AppSpec, topics: Topics, checkpoint: SignedBlob, signer: Signer) -> Trainer:
+        """A trainer that continues from a verified checkpoint."""
+        _, state = unpack(checkpoint, signer)
+        if not isinstance(state, TrainerState):
+            raise TypeError("checkpoint does not hold a TrainerState")
+        return cls(spec, topics, state)
+
+
+def checkpoint_size(state: TrainerState) -> int:
+    return len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))

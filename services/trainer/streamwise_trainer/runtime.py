@@ -1,0 +1,125 @@
+"""Glue between faust and the pure trainer: batches in, dead letters and versions out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+
+from streamwise_core.errors import BackendUnavailable
+from streamwise_core.events import DeadLettered
+from streamwise_core.kafka import make_producer
+from streamwise_core.modelstore import ModelStore
+from streamwise_core.registry import Registry
+from streamwise_core.signing import Signer
+
+from .core import Record, Rejected, Trainer
+from .publisher import Publisher
+from .settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+class TrainerRuntime:
+    """Owns the trainer and its clients; clients start lazily inside faust's event loop."""
+
+    def __init__(self, settings: TrainerSettings, trainer: Trainer, signer: Signer) -> None:
+        self.settings = settings
+        self.trainer = trainer
+        self.signer = signer
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._last_publish = time.monotonic()
+        self._retry = False
+        self.publish_failures = 0
+        self.dead_letters = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._publisher: Publisher | None = None
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        async with self._lock:
+            if self._started:
+                return
+            s = self.settings
+            store = ModelStore.from_url(s.redis_url, s.topic_prefix, s.spec.name)
+            self._producer = make_producer(s.kafka, client_id=f"{s.spec.name}-trainer")
+            await self._producer.start()
+            self._publisher = Publisher(store, Registry.from_url(s.database_url), self._producer, s.topics.models)
+            self._started = True
+
+    def handle(self, records: Iterable[Record]) -> list[Rejected]:
+        rejected = []
+        for record in records:
+            problem = self.trainer.handle(record)
+            if problem is not None:
+                rejected.append(problem)
+        return rejected
+
+    async def after_batch(self, rejected: list[Rejected]) -> None:
+        await self.start()
+        for item in rejected:
+            await self._dead_letter(item)
+        if self.trainer.unpublished >= self.settings.publish_every_n:
+            await self.publish()
+
+    async def tick(self) -> None:
+        """Timer: publish what is new once ``publish_every_ms`` have passed."""
+        await self.start()
+        elapsed_ms = (time.monotonic() - self._last_publish) * 1000
+        if (self.trainer.unpublished > 0 or self._retry) and elapsed_ms >= self.settings.publish_every_ms:
+            await self.publish()
+        elif self._publisher is not None and self._publisher.registry_backlog:
+            await self._publisher.flush_registry()
+
+    async def publish(self) -> None:
+        assert self._publisher is not None
+        async with self._lock:
+            snapshot = self.trainer.snapshot(self.signer)
+            try:
+                await self._publisher.publish(snapshot)
+            except BackendUnavailable as exc:
+                self._retry = True
+                self.publish_failures += 1
+                log.warning("publishing v%s failed, will retry: %s", snapshot.meta.version, exc)
+                return
+            self._retry = False
+            self._last_publish = time.monotonic()
+            self.trainer.mark_published(snapshot.meta)
+            log.info(
+                "published %s v%s after %s examples %s",
+                snapshot.meta.model, snapshot.meta.version, snapshot.meta.examples_seen, snapshot.meta.metrics,
+            )
+
+    async def _dead_letter(self, item: Rejected) -> None:
+        assert self._producer is not None
+        r = item.record
+        letter = DeadLettered(
+            topic=r.topic, partition=r.partition, offset=r.offset,
+            key=r.key.decode("utf-8", "replace") if r.key is not None else None,
+            value=(r.value or b"").decode("utf-8", "replace")[:65536],
+            reason=item.reason[:2000], consumer="trainer",
+        )
+        self.dead_letters += 1
+        log.warning("dead letter %s:%s@%s: %s", r.topic, r.partition, r.offset, item.reason[:300])
+        await self._producer.send_and_wait(self.settings.topics.dead_letters, letter.to_bytes(), key=r.key)
+
+    def status(self) -> dict[str, object]:
+        join = self.trainer.state.join
+        return {
+            "model": self.trainer.spec.model.name,
+            "version": self.trainer.state.version,
+            "examples_seen": self.trainer.examples_seen,
+            "metrics": self.trainer.state.learner.metrics.snapshot(),
+            "offsets": self.trainer.state.offsets,
+            "waiting_features": join.waiting_features,
+            "waiting_labels": join.waiting_labels,
+            "join_evicted": join.evicted,
+            "skipped_replayed": self.trainer.skipped,
+            "dead_letters": self.dead_letters,
+            "publish_failures": self.publish_failures,
+        }
