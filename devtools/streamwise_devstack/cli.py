@@ -1,0 +1,148 @@
+"""``streamwise``: run the whole suite locally, or run the test suite, with one command each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .kafka import ensure_java, ensure_kafka_jars
+from .packages import MissingDependency, ensure_debian_packages, find_binary
+from .ports import free_port
+from .redis_server import RedisServer
+from .suite import Suite, service_specs, suite_env
+from .tansu import TansuBroker
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
+DEFAULT_PORTS = {"webapp": 8000, "ingest": 8001, "predictor": 8002, "trainer": 8003}
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free, else any free port (said in the summary)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def _require(binaries: dict[str, str]) -> None:
+    try:
+        ensure_debian_packages(binaries)
+    except MissingDependency as exc:
+        console.print(f"[red]missing:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Stream the demo fraud workload into ingest")] = True,
+    rate: Annotated[float, typer.Option(help="Demo events per second")] = 200.0,
+    total: Annotated[int, typer.Option(help="Demo events to send; 0 streams until stopped")] = 0,
+    drift_at: Annotated[int, typer.Option(help="Demo event index where the fraud pattern changes")] = 20_000,
+    app_spec: Annotated[Path, typer.Option(help="Application spec (TOML)")] = DEFAULT_SPEC,
+) -> None:
+    """Start Tansu, Redis, SQLite and the four services, then stream the demo until Ctrl-C."""
+    logging.basicConfig(level=logging.WARNING)
+    _require({"redis-server": "redis-server"})
+    run_dir = ROOT / "var" / "embedded"
+    # Tansu keeps topics in memory only, so model state from an earlier run would not match.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    broker = TansuBroker(run_dir / "tansu", port=_port(9092))
+    redis = RedisServer(run_dir / "redis", port=_port(6379))
+    ports = {name: _port(p) for name, p in DEFAULT_PORTS.items()}
+    env = suite_env(
+        bootstrap=broker.bootstrap, idempotence=False, redis_url=redis.url,
+        database_url=f"sqlite:///{run_dir / 'registry.db'}", app_spec=app_spec.resolve(),
+    )
+    suite = Suite(env, run_dir / "logs", service_specs(ports), cwd=ROOT)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        with console.status("starting Tansu and Redis…"):
+            (run_dir / "tansu").mkdir()
+            (run_dir / "redis").mkdir()
+            broker.start()
+            redis.start()
+        with console.status("starting trainer, ingest, predictor and webapp…"):
+            suite.start()
+        _summary(suite, broker, redis, run_dir)
+        if demo:
+            from .demo_stream import stream
+
+            asyncio.run(stream(
+                suite.url("ingest"), "dev-api-key", total=total or None, rate=rate, batch=50,
+                drift_at=drift_at, seed=7, progress=True,
+            ))
+        console.print("[green]running[/green] — press Ctrl-C to stop")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping…"):
+            suite.stop()
+            redis.stop()
+            broker.stop()
+        console.print("stopped everything this command started")
+
+
+def _summary(suite: Suite, broker: TansuBroker, redis: RedisServer, run_dir: Path) -> None:
+    table = Table(title="Streamwise is up", show_header=True)
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("web app", f"{suite.url('webapp')}/")
+    table.add_row("ingest API", f"{suite.url('ingest')}/docs  (POST /v1/events, /v1/labels; X-API-Key: dev-api-key)")
+    table.add_row("predictor API", f"{suite.url('predictor')}/docs  (POST /v1/predict, /v1/predict/batch)")
+    table.add_row("trainer status", f"{suite.url('trainer')}/v1/status")
+    table.add_row("Kafka (Tansu)", broker.bootstrap)
+    table.add_row("Redis", redis.url)
+    table.add_row("registry", f"sqlite:///{run_dir / 'registry.db'}")
+    table.add_row("logs", str(run_dir / "logs"))
+    console.print(table)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(ctx: typer.Context) -> None:
+    """Install what the tests need (redis-server, PostgreSQL, Kafka jars), then run pytest."""
+    _require({"redis-server": "redis-server", "initdb": "postgresql"})
+    if find_binary("java") is None or find_binary("mvn") is None:
+        _require({"java": "openjdk-17-jre-headless", "mvn": "maven"})
+    ensure_java()
+    with console.status("resolving Apache Kafka jars from Maven Central…"):
+        ensure_kafka_jars()
+    args = ctx.args or ["tests"]
+    code = subprocess.call([sys.executable, "-m", "pytest", *args], cwd=ROOT)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

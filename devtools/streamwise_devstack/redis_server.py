@@ -1,0 +1,130 @@
+"""A real redis-server on 127.0.0.1 (installed from Debian when missing)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from .packages import ensure_debian_packages
+from .ports import ensure_port_free, free_port
+from .process import ManagedProcess, log_tail
+
+__all__ = ["ExternalRedis", "RedisServer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExternalRedis:
+    """An already-running Redis the devstack did not start (cannot be stopped or killed)."""
+
+    url: str
+    external: bool = True
+
+
+class RedisServer:
+    """redis-server with RDB snapshots off; AOF optional; port and dir survive restart()."""
+
+    host = "127.0.0.1"
+    external = False
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.start_timeout = start_timeout
+        self.log_path = self.data_dir / "redis.log"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """Connection URL for database 0, e.g. 'redis://127.0.0.1:6390/0'."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of redis-server, None when not running."""
+        return self._process.pid if self._process else None
+
+    def argv(self, binary: str) -> list[str]:
+        """Return the redis-server command line."""
+        return [
+            binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--dir", str(self.data_dir),
+            "--daemonize", "no",
+            "--logfile", "",
+        ]
+
+    def _ping(self) -> bool:
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1.0,
+                             socket_connect_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return False
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        """Launch redis-server and wait until it answers PING."""
+        if self._process is not None and self._process.alive():
+            return
+        binary = ensure_debian_packages({"redis-server": "redis-server"})["redis-server"]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_port_free(self.host, self.port)
+        started = time.monotonic()
+        process = ManagedProcess("redis", self.argv(binary), self.log_path, cwd=self.data_dir)
+        process.start()
+        self._process = process
+        deadline = started + self.start_timeout
+        while not self._ping():
+            if not process.alive() or time.monotonic() >= deadline:
+                reason = ("exited" if not process.alive()
+                          else f"no PING reply in {self.start_timeout:.0f}s")
+                process.kill()
+                self._process = None
+                raise RuntimeError(
+                    f"redis-server failed to start on port {self.port} ({reason})\n"
+                    f"--- {self.log_path} (tail) ---\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+        log.info("Redis ready on %s in %.2fs", self.url, time.monotonic() - started)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM redis-server, SIGKILL after ``grace`` seconds."""
+        if self._process is not None:
+            self._process.stop(grace=grace)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL redis-server (crash simulation)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port and dir (data survives only with appendonly)."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

