@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .codec import SignedBlob
 from .errors import BackendUnavailable
@@ -24,7 +28,13 @@ class ModelStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, app: str) -> ModelStore:
-        return cls(aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix, app)
+        # A restarted Redis leaves stale pooled connections: retry once on a fresh one.
+        client = aioredis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        return cls(client, prefix, app)
 
     async def close(self) -> None:
         await self._r.aclose()
