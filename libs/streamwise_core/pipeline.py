@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pydantic import ValidationError
+
 from river import base, compose, preprocessing
 
 from .appspec import AppSpec, ModelSpec, StepSpec, Task
@@ -27,7 +29,11 @@ def _resolve(path: str) -> Any:
 
 def _build_value(value: Any, app: AppSpec) -> Any:
     if isinstance(value, dict) and "use" in value:
-        return build_step(StepSpec.model_validate(value), app)
+        try:
+            step = StepSpec.model_validate(value)
+        except ValidationError as exc:
+            raise SpecError(f"invalid step {value.get('use')!r}: {exc}") from exc
+        return build_step(step, app)
     if isinstance(value, list):
         return [_build_value(v, app) for v in value]
     return value
@@ -46,8 +52,30 @@ def build_step(step: StepSpec, app: AppSpec) -> Any:
         from river import compat
 
         classes = list(app.classes) if app.classes is not None else None
-        return compat.convert_sklearn_to_river(obj, classes=classes)
+        try:
+            return compat.convert_sklearn_to_river(obj, classes=classes)
+        except ValueError as exc:
+            raise SpecError(f"cannot use {step.use} for this task: {exc}") from exc
     return obj
+
+
+class SelectPresent(compose.Select):
+    """``compose.Select`` that skips absent (optional) features and keeps the declared order.
+
+    river's Select keeps its keys in a set, so the order of the selected features, and with
+    it the float rounding of every dot product, would change with the interpreter's hash
+    seed: a restarted trainer would drift from one that never stopped in the last bits.
+    """
+
+    def __init__(self, *keys: str) -> None:
+        self.keys = tuple(keys)  # type: ignore[assignment]
+
+    def transform_one(self, x: dict[str, Any]) -> dict[str, Any]:
+        return {k: x[k] for k in self.keys if k in x}
+
+
+def _select(keys: list[str]) -> SelectPresent:
+    return SelectPresent(*keys)
 
 
 def _auto_preprocessing(app: AppSpec) -> Any | None:
@@ -55,9 +83,9 @@ def _auto_preprocessing(app: AppSpec) -> Any | None:
     categorical = [n for n, f in app.features.items() if not f.numeric]
     parts = []
     if numeric:
-        parts.append(compose.Select(*numeric) | preprocessing.StandardScaler())
+        parts.append(_select(numeric) | preprocessing.StandardScaler())
     if categorical:
-        parts.append(compose.Select(*categorical) | preprocessing.OneHotEncoder())
+        parts.append(_select(categorical) | preprocessing.OneHotEncoder())
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else compose.TransformerUnion(*parts)

@@ -12,19 +12,29 @@ Features = dict[str, FeatureValue]
 Label = bool | str | float
 
 
+def _finite(value: int | float) -> bool:
+    """Finite as a float: JSON integers may be too large to convert at all."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _feature_error(name: str, spec: FeatureSpec, value: Any) -> str | None:
     """Why ``value`` is not a valid ``spec`` value, or ``None`` when it is."""
     match spec.type:
         case FeatureType.FLOAT:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return f"expected a number, got {type(value).__name__}"
-            if not math.isfinite(value):
+            if not _finite(value):
                 return "expected a finite number"
         case FeatureType.INT:
             if isinstance(value, bool) or not isinstance(value, int):
                 if isinstance(value, float) and value.is_integer() and math.isfinite(value):
                     return None
                 return f"expected an integer, got {type(value).__name__}"
+            if not _finite(value):
+                return "integer too large"
         case FeatureType.BOOL:
             if not isinstance(value, bool):
                 return f"expected true or false, got {type(value).__name__}"
@@ -66,7 +76,7 @@ def label_error(spec: AppSpec, label: Any) -> str | None:
             if not isinstance(label, str) or label not in spec.label.classes:
                 return f"expected one of: {', '.join(spec.label.classes)}"
         case Task.REGRESSION:
-            if isinstance(label, bool) or not isinstance(label, int | float) or not math.isfinite(label):
+            if isinstance(label, bool) or not isinstance(label, int | float) or not _finite(label):
                 return "expected a finite number"
     return None
 

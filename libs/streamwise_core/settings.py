@@ -54,8 +54,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            if self.signing_keys.get_secret_value() == DEV_SIGNING_KEY:
-                raise ValueError("set STREAMWISE_SIGNING_KEYS in production")
+            dev_kid, _, dev_secret = DEV_SIGNING_KEY.partition(":")
+            keys = self.signing_key_map
+            if dev_kid in keys or dev_secret.encode() in keys.values():
+                raise ValueError("the development signing key is not allowed in production: set STREAMWISE_SIGNING_KEYS")
             if DEV_API_KEY in self.api_key_list:
                 raise ValueError("set STREAMWISE_API_KEYS in production")
         return self

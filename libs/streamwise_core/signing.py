@@ -41,5 +41,6 @@ class Signer:
         key = self._keys.get(signature.key_id)
         if key is None:
             raise BlobRefused(f"unknown signing key id {signature.key_id!r}")
-        if not hmac.compare_digest(self._mac(key, *parts), signature.digest):
+        given = signature.digest.encode("utf-8", "replace")
+        if not hmac.compare_digest(self._mac(key, *parts).encode(), given):
             raise BlobRefused("bad signature")

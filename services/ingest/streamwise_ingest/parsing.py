@@ -45,7 +45,7 @@ def parse_items(body: bytes, content_type: str, *, max_items: int) -> list[Any]:
         raise ValidationFailed([{"loc": ["body"], "msg": f"body is not UTF-8 (byte {exc.start})"}]) from None
     media_type = content_type.split(";")[0].strip().lower()
     if media_type in NDJSON_TYPES:
-        items = [_loads(line, ["body", n]) for n, line in enumerate(text.splitlines()) if line.strip()]
+        items = [_loads(line, ["body", n]) for n, line in enumerate(text.split("\n")) if line.strip()]
     else:
         value = _loads(text, ["body"])
         items = value if isinstance(value, list) else [value]

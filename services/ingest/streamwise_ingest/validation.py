@@ -96,7 +96,7 @@ def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None
     return [
         EventReceived(
             id=e.id or uuid.uuid4().hex,
-            features=e.features,
+            features={k: v for k, v in e.features.items() if v is not None},
             label=e.label,
             timestamp=e.timestamp or now,
             received_at=now,

@@ -107,8 +107,10 @@ async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
         await store.close()
     if checkpoint is None:
         log.info("no checkpoint: learning from the start of the topics")
-        return Trainer(settings.spec, settings.topics, join_capacity=settings.join_capacity)
-    trainer = Trainer.restore(settings.spec, settings.topics, checkpoint, signer)
+        return Trainer(
+            settings.spec, settings.topics, join_capacity=settings.join_capacity, dedupe_window=settings.dedupe_window
+        )
+    trainer = Trainer.restore(settings.spec, settings.topics, checkpoint, signer, dedupe_window=settings.dedupe_window)
     log.info(
         "restored checkpoint v%s (%s examples, offsets %s)",
         trainer.state.version, trainer.examples_seen, trainer.state.offsets,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from streamwise_core.schema import feature_errors, label_error, to_model_input
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 
-from .join import LabelJoin
+from .join import Example, LabelJoin
 from .learner import OnlineLearner
 
 
@@ -48,6 +50,11 @@ class TrainerState:
     offsets: dict[str, int] = field(default_factory=dict)
     version: int = 0
     published_examples: int = 0
+    recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Ids of the examples learned most recently: a redelivered event is not learned twice."""
+    duplicates: int = 0
+    learned_digest: str = ""
+    """A hash chain over the ids learned, in order: equal digests mean equal histories."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,13 @@ def _tp(topic: str, partition: int) -> str:
 class Trainer:
     """Consumes events and labels; the single writer of one model."""
 
-    def __init__(self, spec: AppSpec, topics: Topics, state: TrainerState | None = None, *, join_capacity: int = 100_000) -> None:
+    def __init__(
+        self, spec: AppSpec, topics: Topics, state: TrainerState | None = None, *,
+        join_capacity: int = 100_000, dedupe_window: int = 20_000,
+    ) -> None:
         self.spec = spec
         self.topics = topics
+        self.dedupe_window = dedupe_window
         self.state = state or TrainerState(
             learner=OnlineLearner(build_model(spec), spec.task), join=LabelJoin(join_capacity)
         )
@@ -97,7 +108,7 @@ class Trainer:
             return Rejected(record, f"unexpected topic {record.topic}")
         except ValidationError as exc:
             return Rejected(record, f"undecodable: {exc.errors(include_url=False)[:3]}")
-        except (ValueError, TypeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a poison record must never stop learning
             return Rejected(record, f"cannot learn: {exc!r}")
 
     def _on_event(self, record: Record) -> Rejected | None:
@@ -109,7 +120,7 @@ class Trainer:
             return Rejected(record, f"label: {problem}")
         example = self.state.join.on_event(event.id, to_model_input(self.spec, event.features), event.label)
         if example is not None:
-            self.state.learner.learn(example.x, example.y)
+            self._learn(example)
         return None
 
     def _on_label(self, record: Record) -> Rejected | None:
@@ -118,8 +129,21 @@ class Trainer:
             return Rejected(record, f"label: {problem}")
         example = self.state.join.on_label(label.id, label.label)
         if example is not None:
-            self.state.learner.learn(example.x, example.y)
+            self._learn(example)
         return None
+
+    def _learn(self, example: Example) -> None:
+        state = self.state
+        if example.id in state.recent_ids:
+            state.duplicates += 1
+            return
+        state.recent_ids[example.id] = None
+        if len(state.recent_ids) > self.dedupe_window:
+            state.recent_ids.popitem(last=False)
+        state.learner.learn(example.x, example.y)
+        state.learned_digest = hashlib.blake2b(
+            f"{state.learned_digest}{example.id}".encode(), digest_size=16
+        ).hexdigest()
 
     def snapshot(self, signer: Signer) -> Snapshot:
         """Sign the model and a checkpoint of the whole state, as the next version."""
@@ -142,12 +166,12 @@ class Trainer:
         self.state.published_examples = meta.examples_seen
 
     @classmethod
-    def restore(cls, spec: AppSpec, topics: Topics, checkpoint: SignedBlob, signer: Signer) -> Trainer:
+    def restore(cls, spec: AppSpec, topics: Topics, checkpoint: SignedBlob, signer: Signer, *, dedupe_window: int = 20_000) -> Trainer:
         """A trainer that continues from a verified checkpoint."""
         _, state = unpack(checkpoint, signer)
         if not isinstance(state, TrainerState):
             raise TypeError("checkpoint does not hold a TrainerState")
-        return cls(spec, topics, state)
+        return cls(spec, topics, state, dedupe_window=dedupe_window)
 
 
 def checkpoint_size(state: TrainerState) -> int:

@@ -37,6 +37,7 @@ class LabelJoin:
     def on_event(self, event_id: str, x: dict[str, Any], label: Any | None) -> Example | None:
         """An example when the label is known already, else the features wait."""
         if label is not None:
+            self._labels.pop(event_id, None)
             return Example(event_id, x, label)
         if event_id in self._labels:
             return Example(event_id, x, self._labels.pop(event_id))

@@ -11,14 +11,14 @@ from streamwise_core.appspec import Task
 RECENT_WINDOW = 1000
 
 
-def _metric_set(task: Task) -> dict[str, Any]:
+def _metric_set(task: Task) -> dict[str, type[metrics.base.Metric]]:
     match task:
         case Task.BINARY:
-            return {"accuracy": metrics.Accuracy(), "log_loss": metrics.LogLoss(), "roc_auc": metrics.ROCAUC()}
+            return {"accuracy": metrics.Accuracy, "log_loss": metrics.LogLoss, "roc_auc": metrics.ROCAUC}
         case Task.MULTICLASS:
-            return {"accuracy": metrics.Accuracy(), "macro_f1": metrics.MacroF1()}
+            return {"accuracy": metrics.Accuracy, "macro_f1": metrics.MacroF1}
         case Task.REGRESSION:
-            return {"mae": metrics.MAE(), "rmse": metrics.RMSE()}
+            return {"mae": metrics.MAE, "rmse": metrics.RMSE}
     raise ValueError(task)
 
 
@@ -32,14 +32,14 @@ class ProgressiveMetrics:
 
     def __init__(self, task: Task, window: int = RECENT_WINDOW) -> None:
         self.task = task
-        self._all = _metric_set(task)
-        self._recent = {name: utils.Rolling(m.clone(), window_size=window) for name, m in _metric_set(task).items()}
+        self._all: dict[str, Any] = {name: cls() for name, cls in _metric_set(task).items()}
+        self._recent = {name: utils.Rolling(cls, window_size=window) for name, cls in _metric_set(task).items()}
 
     def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
         for group in (self._all, self._recent):
             for metric in group.values():
                 target = getattr(metric, "obj", metric)
-                if target.requires_labels or proba is None:
+                if getattr(target, "requires_labels", True) or proba is None:
                     if y_pred is not None:
                         metric.update(y_true, y_pred)
                 else:

@@ -120,6 +120,8 @@ class TrainerRuntime:
             "waiting_labels": join.waiting_labels,
             "join_evicted": join.evicted,
             "skipped_replayed": self.trainer.skipped,
+            "duplicates_ignored": self.trainer.state.duplicates,
+            "learned_digest": self.trainer.state.learned_digest,
             "dead_letters": self.dead_letters,
             "publish_failures": self.publish_failures,
         }

@@ -13,5 +13,7 @@ class TrainerSettings(Settings):
     batch_max: int = 1000
     batch_within_ms: int = 20
     join_capacity: int = 100_000
+    dedupe_window: int = 20_000
+    """How many recently learned event ids are remembered to ignore redeliveries."""
     http_host: str = "127.0.0.1"
     http_port: int = 8003

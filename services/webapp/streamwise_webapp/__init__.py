@@ -1,1 +1,1 @@
-"""streamwise_webapp."""
+"""The web app: the current model version and its live metrics, updating without reload."""
