@@ -31,7 +31,10 @@ def service_specs(ports: dict[str, int] | None = None, host: str = "127.0.0.1") 
     ports = {"webapp": 8000, "ingest": 8001, "predictor": 8002, "trainer": 8003, **(ports or {})}
 
     def uvicorn(module: str, port: int) -> tuple[str, ...]:
-        return ("uvicorn", f"{module}:create_app", "--factory", "--host", host, "--port", str(port), "--no-access-log")
+        return (
+            "uvicorn", f"{module}:create_app", "--factory", "--host", host, "--port", str(port),
+            "--no-access-log", "--timeout-graceful-shutdown", "5",
+        )
 
     return [
         ServiceSpec(

@@ -124,6 +124,15 @@ class AppSpec(BaseModel):
         return self.label.classes
 
 
+RECENT_WINDOW = 1000
+"""Examples in the recent window of every progressive metric (``<metric>_recent``)."""
+
+
+def primary_metric(task: Task) -> str:
+    """The metric a person watches first."""
+    return "mae" if task is Task.REGRESSION else "accuracy"
+
+
 def parse_app_spec(data: dict[str, Any]) -> AppSpec:
     try:
         return AppSpec.model_validate(data)

@@ -35,13 +35,13 @@ def start_suite(tmp_path: Path, bootstrap: str, idempotence: bool, redis_url: st
 
 @pytest.fixture
 def kafka_suite(tmp_path: Path, kafka_broker, redis_server) -> Iterator[Suite]:  # type: ignore[no-untyped-def]
-    suite = start_suite(tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor"))
+    suite = start_suite(tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor", "webapp"))
     yield suite
     suite.stop()
 
 
 @pytest.fixture
 def tansu_suite(tmp_path: Path, tansu_broker, redis_server) -> Iterator[Suite]:  # type: ignore[no-untyped-def]
-    suite = start_suite(tmp_path, tansu_broker.bootstrap, False, redis_server.url, ("trainer", "ingest", "predictor"))
+    suite = start_suite(tmp_path, tansu_broker.bootstrap, False, redis_server.url, ("trainer", "ingest", "predictor", "webapp"))
     yield suite
     suite.stop()

@@ -23,7 +23,8 @@ from streamwise_devstack.fraud import FraudStream, GeneratedEvent
 from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState
 from streamwise_trainer.join import Example, LabelJoin
 from streamwise_trainer.learner import OnlineLearner
-from streamwise_trainer.metrics import ProgressiveMetrics, primary_metric
+from streamwise_core.appspec import primary_metric
+from streamwise_trainer.metrics import ProgressiveMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")

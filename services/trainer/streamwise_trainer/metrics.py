@@ -6,10 +6,7 @@ from typing import Any
 
 from river import metrics, utils
 
-from streamwise_core.appspec import Task
-
-RECENT_WINDOW = 1000
-
+from streamwise_core.appspec import RECENT_WINDOW, Task
 
 def _metric_set(task: Task) -> dict[str, type[metrics.base.Metric]]:
     match task:
@@ -20,11 +17,6 @@ def _metric_set(task: Task) -> dict[str, type[metrics.base.Metric]]:
         case Task.REGRESSION:
             return {"mae": metrics.MAE, "rmse": metrics.RMSE}
     raise ValueError(task)
-
-
-def primary_metric(task: Task) -> str:
-    """The metric a person watches first, and whether higher is better."""
-    return "mae" if task is Task.REGRESSION else "accuracy"
 
 
 class ProgressiveMetrics:

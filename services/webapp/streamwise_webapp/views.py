@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from streamwise_core.appspec import Task
 from streamwise_core.codec import ModelMeta
 from streamwise_core.registry import VersionRow
-from streamwise_trainer.metrics import RECENT_WINDOW, primary_metric
+from streamwise_core.appspec import RECENT_WINDOW, primary_metric
 
 RECENT_SUFFIX = "_recent"
 
