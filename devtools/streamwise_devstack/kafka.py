@@ -148,7 +148,11 @@ def _resolved(root: Path, stamp: str) -> bool:
 
 def _cluster_id() -> str:
     """Return a fresh Kafka cluster id (a random UUID, base64url without padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        # An id starting with '-' would be read as an option by the storage tool.
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass(frozen=True)

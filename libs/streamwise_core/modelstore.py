@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .codec import SignedBlob
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, BlobRefused
 from .signing import Signature
 
 
@@ -61,6 +61,8 @@ class ModelStore:
     def _signed(fields: dict[bytes, bytes]) -> SignedBlob | None:
         if not fields:
             return None
+        if not {b"meta", b"blob", b"kid", b"sig"} <= fields.keys():
+            raise BlobRefused("incomplete version entry")
         return SignedBlob(
             meta=fields[b"meta"],
             blob=fields[b"blob"],
@@ -97,8 +99,11 @@ class ModelStore:
         return int(value) if value is not None else None
 
     async def set_current(self, model: str, version: int) -> None:
-        await self._r.set(self._current_key(model), version)
-        await self.announce(model, version)
+        try:
+            await self._r.set(self._current_key(model), version)
+            await self.announce(model, version)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
     async def load(self, model: str, version: int) -> SignedBlob | None:
         try:
@@ -108,7 +113,10 @@ class ModelStore:
 
     async def put_raw(self, model: str, version: int, fields: dict[str, Any]) -> None:
         """Write version fields as given (operators' repair tool, and tamper tests)."""
-        await self._r.hset(self._version_key(model, version), mapping=fields)
+        try:
+            await self._r.hset(self._version_key(model, version), mapping=fields)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
     async def save_checkpoint(self, model: str, signed: SignedBlob) -> None:
         try:

@@ -160,7 +160,8 @@ class Trainer:
         )
         model = pack(self.state.learner.model, meta, signer)
         checkpoint = pack(self.state, meta, signer)
-        return Snapshot(meta, model, checkpoint)
+        # The registry records the served blob's digest, which pack() filled in.
+        return Snapshot(ModelMeta.model_validate_json(model.meta), model, checkpoint)
 
     def mark_published(self, meta: ModelMeta) -> None:
         self.state.published_examples = meta.examples_seen
