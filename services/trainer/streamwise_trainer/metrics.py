@@ -8,6 +8,11 @@ from river import metrics, utils
 
 from streamwise_core.appspec import RECENT_WINDOW, Task
 
+# ROC AUC keeps a confusion matrix per threshold: all-time only, since a rolling window
+# would revert all of them on every example and dominate the trainer's hot loop.
+_NOT_ROLLED = {"roc_auc"}
+
+
 def _metric_set(task: Task) -> dict[str, type[metrics.base.Metric]]:
     match task:
         case Task.BINARY:
@@ -24,18 +29,23 @@ class ProgressiveMetrics:
 
     def __init__(self, task: Task, window: int = RECENT_WINDOW) -> None:
         self.task = task
-        self._all: dict[str, Any] = {name: cls() for name, cls in _metric_set(task).items()}
-        self._recent = {name: utils.Rolling(cls, window_size=window) for name, cls in _metric_set(task).items()}
+        classes = _metric_set(task)
+        self._all: dict[str, Any] = {name: cls() for name, cls in classes.items()}
+        self._recent: dict[str, Any] = {
+            name: utils.Rolling(cls, window_size=window) for name, cls in classes.items() if name not in _NOT_ROLLED
+        }
+        # (metric, wants probabilities) pairs, worked out once instead of per example.
+        self._updates = [
+            (m, not getattr(getattr(m, "obj", m), "requires_labels", True))
+            for m in (*self._all.values(), *self._recent.values())
+        ]
 
     def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
-        for group in (self._all, self._recent):
-            for metric in group.values():
-                target = getattr(metric, "obj", metric)
-                if getattr(target, "requires_labels", True) or proba is None:
-                    if y_pred is not None:
-                        metric.update(y_true, y_pred)
-                else:
-                    metric.update(y_true, proba)
+        for metric, wants_proba in self._updates:
+            if wants_proba and proba is not None:
+                metric.update(y_true, proba)
+            elif y_pred is not None:
+                metric.update(y_true, y_pred)
 
     def snapshot(self) -> dict[str, float]:
         out: dict[str, float] = {}
