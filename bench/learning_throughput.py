@@ -1,0 +1,169 @@
+"""Learning throughput: the trainer service against river's own in-process loop.
+
+The events topic is filled first, so the figure is what the trainer (faust consumer, decoding,
+validation, label join, predict-score-learn, checkpoints) sustains; the limit is
+``river.evaluate.progressive_val_score`` on the same events and the same model, in this run.
+
+    python bench/learning_throughput.py            # 20,000 events per model
+    python bench/learning_throughput.py --smoke    # a few seconds, for CI
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import tomllib
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from aiokafka import AIOKafkaProducer
+from river import evaluate, metrics
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from streamwise_core.appspec import parse_app_spec
+from streamwise_core.events import EventReceived, utcnow
+from streamwise_core.kafka import ensure_topics
+from streamwise_core.pipeline import build_model
+from streamwise_core.schema import to_model_input
+from streamwise_core.settings import KafkaSettings, Topics
+from streamwise_devstack import KafkaBroker, RedisServer, free_port
+from streamwise_devstack.fraud import FraudStream
+from streamwise_devstack.suite import Suite, service_specs, suite_env
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
+MODELS = {
+    "linear": [{"use": "linear_model.LogisticRegression", "params": {"optimizer": {"use": "optim.SGD", "args": [0.05]}}}],
+    "hoeffding": [{"use": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 100}}],
+    "arf": [{"use": "forest.ARFClassifier", "params": {"n_models": 10, "seed": 1}}],
+}
+console = Console(stderr=True)
+
+
+@dataclass
+class Row:
+    model: str
+    events: int
+    trainer_eps: float
+    river_eps: float
+
+    @property
+    def ratio(self) -> float:
+        return self.trainer_eps / self.river_eps
+
+
+def spec_dict(model: str) -> dict:
+    data = tomllib.loads(BASE_SPEC.read_text())
+    data["model"] = {"name": f"bench-{model}", "preprocess": "auto", "steps": MODELS[model]}
+    return data
+
+
+def write_spec(model: str, folder: Path) -> Path:
+    """A TOML spec for ``model`` (written by hand: tomllib only reads)."""
+    base = BASE_SPEC.read_text().split("[model]")[0]
+    steps = "".join(
+        f"\n[[model.steps]]\nuse = \"{s['use']}\"\nparams = {json_to_toml(s.get('params', {}))}\n" for s in MODELS[model]
+    )
+    path = folder / f"{model}.toml"
+    path.write_text(f"{base}[model]\nname = \"bench-{model}\"\npreprocess = \"auto\"\n{steps}")
+    parse_app_spec(tomllib.loads(path.read_text()))
+    return path
+
+
+def json_to_toml(value: object) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {json_to_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(json_to_toml(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def river_limit(model: str, events: list) -> float:
+    spec = parse_app_spec(spec_dict(model))
+    data = [(to_model_input(spec, e.features), e.label) for e in events]
+    start = time.perf_counter()
+    evaluate.progressive_val_score(data, build_model(spec), metrics.Accuracy())
+    return len(data) / (time.perf_counter() - start)
+
+
+async def fill_topic(bootstrap: str, topic: str, events: list) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        now = utcnow()
+        for e in events:
+            await producer.send(topic, EventReceived(id=e.id, features=e.features, label=e.label, timestamp=now).to_bytes(), key=e.id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServer, work: Path, progress: Progress) -> float:
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    spec_path = write_spec(model, work)
+    topics = Topics.for_app(prefix, "fraud")
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap=broker.bootstrap), topics.all()))
+    asyncio.run(fill_topic(broker.bootstrap, topics.events, events))
+    port = free_port()
+    env = suite_env(
+        bootstrap=broker.bootstrap, idempotence=True, redis_url=redis.url,
+        database_url=f"sqlite:///{work / (prefix + '.db')}", app_spec=spec_path, topic_prefix=prefix,
+        extra={"STREAMWISE_LOG_LEVEL": "WARNING"},
+    )
+    suite = Suite(env, work / "logs", [s for s in service_specs({"trainer": port}) if s.name == "trainer"], cwd=ROOT)
+    task = progress.add_task(f"trainer · {model}", total=len(events))
+    suite.start("trainer")
+    try:
+        first: tuple[float, int] | None = None
+        while True:
+            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()["examples_seen"]
+            now = time.perf_counter()
+            progress.update(task, completed=seen)
+            if seen and first is None:
+                first = (now, seen)
+            if seen >= len(events):
+                assert first is not None
+                return (seen - first[1]) / max(now - first[0], 1e-9)
+            time.sleep(0.02)
+    finally:
+        suite.stop()
+
+
+def main(
+    events: Annotated[int, typer.Option(help="Labelled events per model")] = 20_000,
+    models: Annotated[str, typer.Option(help="Comma-separated: linear,hoeffding,arf")] = "linear,hoeffding,arf",
+    smoke: Annotated[bool, typer.Option(help="Tiny run for CI")] = False,
+) -> None:
+    if smoke:
+        events, models = 3000, "linear"
+    stream = FraudStream(seed=3, drift_at=events // 2).take(events)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "kafka").mkdir()
+        (work / "redis").mkdir()
+        with KafkaBroker(work / "kafka") as broker, RedisServer(work / "redis") as redis, Progress(console=console) as progress:
+            for model in models.split(","):
+                limit = river_limit(model, stream)
+                rate = trainer_rate(model, stream, broker, redis, work, progress)
+                rows.append(Row(model, events, rate, limit))
+    table = Table(title=f"Learning throughput ({events:,} labelled events, events/s)")
+    for col in ("model", "trainer", "river in-process (limit)", "ratio"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r.model, f"{r.trainer_eps:,.0f}", f"{r.river_eps:,.0f}", f"{r.ratio:.2f}")
+    Console().print(table)
+    out = ROOT / "bench" / "results" / "learning_throughput.json"
+    out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)
