@@ -36,7 +36,14 @@ class VersionWatcher:
                 return
             if self._holder.version is not None and version <= self._holder.version:
                 return
-            signed = await self._store.load(self._model, version)
+            try:
+                signed = await self._store.load(self._model, version)
+            except BackendUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a hash that is no signed blob (fields missing or garbled)
+                self.refused[version] = f"malformed version hash: {exc!r}"
+                log.error("refused %s v%s: malformed (%r); still serving v%s", self._model, version, exc, self._holder.version)
+                return
             if signed is None:
                 return
             try:
@@ -54,11 +61,14 @@ class VersionWatcher:
                 log.info("now serving %s v%s", self._model, version)
 
     async def poll(self) -> None:
+        """Check the current pointer every interval; nothing that goes wrong stops polling."""
         while True:
             try:
                 await self.check()
             except BackendUnavailable as exc:
                 log.warning("poll failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - polling is the fallback of pub/sub: it must outlive any error
+                log.exception("poll failed unexpectedly: %r", exc)
             await asyncio.sleep(self._poll_interval_s)
 
     async def listen(self) -> None:

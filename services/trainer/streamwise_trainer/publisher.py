@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import ModelPublished
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
@@ -20,41 +20,116 @@ from .core import Snapshot
 log = logging.getLogger(__name__)
 
 
-class Publisher:
-    """Redis is written first and atomically; registry rows retry until they land."""
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark a fire-and-forget delivery's failure as seen (it was logged where it matters)."""
+    if not future.cancelled():
+        future.exception()
 
-    def __init__(self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str) -> None:
+
+class Publisher:
+    """Redis is written first and atomically; registry rows retry until they land.
+
+    A version is published once Redis holds it. Its registry row and its announcement on the
+    models topic follow, and neither can fail the publication or hold it up for long: rows
+    wait in an in-order backlog written by a background task (retried with backoff while the
+    database is away; a publication waits at most ``registry_wait_s`` for its row, and not at
+    all while an earlier write hangs), announcements are best effort with a bound on how
+    long they may wait.
+    """
+
+    def __init__(
+        self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
+        announce_timeout_s: float = 2.0, registry_wait_s: float = 1.0, max_backoff_s: float = 5.0,
+    ) -> None:
         self._store = store
         self._registry = registry
         self._producer = producer
         self._models_topic = models_topic
+        self._announce_timeout_s = announce_timeout_s
+        self._registry_wait_s = registry_wait_s
+        self._max_backoff_s = max_backoff_s
         self._unrecorded: deque[tuple[ModelMeta, str]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self.registry_failures = 0
 
     async def publish(self, snapshot: Snapshot) -> None:
-        """Raises ``BackendUnavailable`` when Redis is down; the caller retries later."""
+        """Store ``snapshot`` in Redis, then queue its registry row and announce it.
+
+        Raises ``BackendUnavailable`` when Redis is down. Whether or not that write landed,
+        publishing the same snapshot again is harmless (same keys, same content), so the
+        caller retries the same snapshot rather than a new version number.
+        """
         meta = snapshot.meta
         await self._store.publish(meta.model, meta.version, snapshot.model, checkpoint=snapshot.checkpoint)
-        self._unrecorded.append((meta, snapshot.model.signature.key_id))
-        await self.flush_registry()
+        if all(queued.version != meta.version for queued, _ in self._unrecorded):
+            self._unrecorded.append((meta, snapshot.model.signature.key_id))
+        flusher = self.schedule_flush()
+        if flusher is not None:
+            # Usually the row lands in milliseconds; a database that hangs delays this once.
+            await asyncio.wait({flusher}, timeout=self._registry_wait_s)
+        await self._announce(meta)
+
+    async def _announce(self, meta: ModelMeta) -> None:
         event = ModelPublished(
             app=meta.app, model=meta.model, version=meta.version,
             examples_seen=meta.examples_seen, metrics=meta.metrics,
         )
         try:
-            await self._producer.send(self._models_topic, event.to_bytes(), key=meta.model.encode())
-        except KafkaError as exc:
-            log.warning("models topic announcement of v%s failed: %s", meta.version, exc)
+            async with asyncio.timeout(self._announce_timeout_s):
+                delivery = await self._producer.send(self._models_topic, event.to_bytes(), key=meta.model.encode())
+            delivery.add_done_callback(_retrieve)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("models topic announcement of v%s failed: %r", meta.version, exc)
 
-    async def flush_registry(self) -> None:
+    def schedule_flush(self, *, now: bool = False) -> asyncio.Task[None] | None:
+        """Start writing the registry backlog in the background unless a write is under way
+        (or, unless ``now``, the last failure asks to wait a little longer); return the task
+        started, if any."""
+        if not self._unrecorded or (self._flusher is not None and not self._flusher.done()):
+            return None
+        if not now and time.monotonic() < self._retry_at:
+            return None
+        self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return self._flusher
+
+    async def flush_registry(self) -> int:
+        """Write the backlog now (after a write under way) and return how many rows are left."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        self.schedule_flush(now=True)
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        return len(self._unrecorded)
+
+    async def _flush(self) -> None:
         while self._unrecorded:
             meta, key_id = self._unrecorded[0]
             try:
                 await asyncio.to_thread(self._registry.record_version, meta, key_id)
-            except BackendUnavailable as exc:
-                log.warning("registry write of v%s deferred: %s", meta.version, exc)
+            except Exception as exc:  # noqa: BLE001 - any database failure only defers the row
+                self.registry_failures += 1
+                self._backoff_s = min(max(self._backoff_s * 2, 0.2), self._max_backoff_s)
+                self._retry_at = time.monotonic() + self._backoff_s
+                log.warning(
+                    "registry write of v%s deferred (%s rows waiting, next try in %.1fs): %s",
+                    meta.version, len(self._unrecorded), self._backoff_s, exc,
+                )
                 return
             self._unrecorded.popleft()
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
 
     @property
     def registry_backlog(self) -> int:
         return len(self._unrecorded)
+
+    async def close(self) -> None:
+        """Stop a background write in progress (rows not written stay in the backlog)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass

@@ -16,11 +16,14 @@ from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
 from streamwise_core.signing import Signer
 
-from .core import Record, Rejected, Trainer
+from .core import Record, Rejected, Snapshot, Trainer
 from .publisher import Publisher
 from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
+
+MAX_PUBLISH_BACKOFF_S = 2.0
+"""Longest wait between two tries to publish while Redis is away."""
 
 
 class TrainerRuntime:
@@ -33,7 +36,11 @@ class TrainerRuntime:
         self._lock = asyncio.Lock()
         self._started = False
         self._last_publish = time.monotonic()
-        self._retry = False
+        self._pending: Snapshot | None = None
+        """A snapshot whose publication failed: it is retried as is, so version numbers have no
+        gaps and a write that landed although its reply was lost is never contradicted."""
+        self._retry_at = 0.0
+        self._backoff_s = 0.0
         self.publish_failures = 0
         self.dead_letters = 0
         self._producer: AIOKafkaProducer | None = None
@@ -64,30 +71,52 @@ class TrainerRuntime:
         await self.start()
         for item in rejected:
             await self._dead_letter(item)
-        if self.trainer.unpublished >= self.settings.publish_every_n:
+        if self.trainer.unpublished >= self.settings.publish_every_n and self._may_publish():
             await self.publish()
 
     async def tick(self) -> None:
-        """Timer: publish what is new once ``publish_every_ms`` have passed."""
+        """Timer: publish what is new once ``publish_every_ms`` have passed; retry a failed
+        publication after its backoff; keep the registry backlog draining."""
         await self.start()
+        assert self._publisher is not None
         elapsed_ms = (time.monotonic() - self._last_publish) * 1000
-        if (self.trainer.unpublished > 0 or self._retry) and elapsed_ms >= self.settings.publish_every_ms:
+        due = self._pending is not None or (
+            self.trainer.unpublished > 0 and elapsed_ms >= self.settings.publish_every_ms
+        )
+        if due and self._may_publish():
             await self.publish()
-        elif self._publisher is not None and self._publisher.registry_backlog:
-            await self._publisher.flush_registry()
+        self._publisher.schedule_flush()
+
+    def _may_publish(self) -> bool:
+        return time.monotonic() >= self._retry_at
 
     async def publish(self) -> None:
+        """Publish a new version, or retry the one that could not be published.
+
+        Never raises: learning goes on while Redis is away, and the checkpoint in Redis stays
+        at the last version published, so a restart resumes from there exactly once.
+        """
         assert self._publisher is not None
         async with self._lock:
-            snapshot = self.trainer.snapshot(self.signer)
+            if self._pending is None:
+                if self.trainer.unpublished <= 0:
+                    return  # published meanwhile by the other caller (batch or timer)
+                self._pending = self.trainer.snapshot(self.signer)
+            snapshot = self._pending
             try:
                 await self._publisher.publish(snapshot)
-            except BackendUnavailable as exc:
-                self._retry = True
+            except Exception as exc:  # noqa: BLE001 - BackendUnavailable, or anything else: retry later
                 self.publish_failures += 1
-                log.warning("publishing v%s failed, will retry: %s", snapshot.meta.version, exc)
+                self._backoff_s = min(max(self._backoff_s * 2, 0.25), MAX_PUBLISH_BACKOFF_S)
+                self._retry_at = time.monotonic() + self._backoff_s
+                log.warning(
+                    "publishing v%s failed, retrying the same version in %.2fs: %s",
+                    snapshot.meta.version, self._backoff_s, exc if isinstance(exc, BackendUnavailable) else repr(exc),
+                )
                 return
-            self._retry = False
+            self._pending = None
+            self._backoff_s = 0.0
+            self._retry_at = 0.0
             self._last_publish = time.monotonic()
             self.trainer.mark_published(snapshot.meta)
             log.info(
@@ -124,4 +153,7 @@ class TrainerRuntime:
             "learned_digest": self.trainer.state.learned_digest,
             "dead_letters": self.dead_letters,
             "publish_failures": self.publish_failures,
+            "publish_pending": self._pending.meta.version if self._pending is not None else None,
+            "registry_backlog": self._publisher.registry_backlog if self._publisher is not None else 0,
+            "registry_failures": self._publisher.registry_failures if self._publisher is not None else 0,
         }
