@@ -23,7 +23,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        # A hung database must fail a write in seconds, not hold the writer thread forever.
+        connect_args = {"connect_timeout": 5, "options": "-c statement_timeout=5000"}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def migrate(url: str) -> None:

@@ -12,7 +12,8 @@ from faust.types import TP
 
 from streamwise_core.kafka import ensure_topics
 from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import migrate
+from streamwise_core.codec import verify
+from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
 
 from .core import Record, Trainer
@@ -85,6 +86,10 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
     async def publish_on_time() -> None:
         await runtime.tick()
 
+    @app.on_before_shutdown.connect
+    async def close_clients(app: faust.App, **_: Any) -> None:
+        await runtime.stop()
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
@@ -96,6 +101,25 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
     return app
 
 
+async def backfill_registry(store: ModelStore, settings: TrainerSettings, signer: Signer) -> None:
+    """Record versions that reached Redis but not the registry before the last crash."""
+    spec = settings.spec
+    current = await store.current_version(spec.model.name)
+    registry = Registry.from_url(settings.database_url)
+    try:
+        recorded = await asyncio.to_thread(registry.versions, spec.name, spec.model.name, 1)
+        start = recorded[0].version + 1 if recorded else 1
+        for version in range(start, (current or 0) + 1):
+            signed = await store.load(spec.model.name, version)
+            if signed is None:
+                continue
+            meta = verify(signed, signer)
+            await asyncio.to_thread(registry.record_version, meta, signed.signature.key_id)
+            log.info("registry backfilled with v%s from the model store", version)
+    finally:
+        registry.close()
+
+
 async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
     """Create topics, migrate the registry and restore the newest checkpoint, if any."""
     await ensure_topics(settings.kafka, settings.topics.all())
@@ -103,6 +127,7 @@ async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
     try:
         checkpoint = await store.load_checkpoint(settings.spec.model.name)
+        await backfill_registry(store, settings, signer)
     finally:
         await store.close()
     if checkpoint is None:

@@ -45,6 +45,7 @@ class TrainerRuntime:
         self.dead_letters = 0
         self._producer: AIOKafkaProducer | None = None
         self._publisher: Publisher | None = None
+        self._store: ModelStore | None = None
 
     async def start(self) -> None:
         if self._started:
@@ -57,7 +58,18 @@ class TrainerRuntime:
             self._producer = make_producer(s.kafka, client_id=f"{s.spec.name}-trainer")
             await self._producer.start()
             self._publisher = Publisher(store, Registry.from_url(s.database_url), self._producer, s.topics.models)
+            self._store = store
             self._started = True
+
+    async def stop(self) -> None:
+        """Close the clients this runtime opened (on a graceful worker shutdown)."""
+        if not self._started:
+            return
+        assert self._publisher is not None and self._producer is not None and self._store is not None
+        await self._publisher.close()
+        await self._producer.stop()
+        await self._store.close()
+        self._started = False
 
     def handle(self, records: Iterable[Record]) -> list[Rejected]:
         rejected = []
