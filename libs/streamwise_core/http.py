@@ -1,16 +1,74 @@
-"""FastAPI pieces every HTTP service shares: API keys, body limits, error mapping."""
+"""FastAPI pieces every HTTP service shares: API keys, body limits, strict JSON, error mapping."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import BackendUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+MAX_JSON_DEPTH = 32
+"""Deeper JSON is refused: no valid request nests more than a few levels."""
+MAX_ERRORS = 100
+"""Error bodies list at most this many problems (``errors`` gives the total)."""
+_MAX_LOC_TEXT = 128
+_MAX_MSG = 300
+
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines"})
+
+
+# --------------------------------------------------------------------------- documented bodies
+
+
+class Problem(BaseModel):
+    """An error that is not about one field: 401, 413, 415, 503."""
+
+    detail: str
+
+
+class ProblemItem(BaseModel):
+    """One problem of a refused request: where (``index``/``id`` of the item, ``loc`` inside it) and what."""
+
+    index: int | None = Field(default=None, description="Position of the item in the request, when it has items.")
+    id: str | None = Field(default=None, description="Id of the item, when it had one.")
+    loc: list[str | int] = Field(description="Path of the offending field, e.g. ['features', 'amount'] or ['body'].")
+    msg: str
+    type: str | None = Field(default=None, description="Kind of problem, for errors found by the framework.")
+
+
+class ValidationProblem(BaseModel):
+    """422: the request does not match the schema; nothing of it was used."""
+
+    detail: list[ProblemItem] = Field(description=f"At most {MAX_ERRORS} problems.")
+    errors: int = Field(description="How many problems there are in all.")
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses an endpoint may answer."""
+    described = {
+        401: (Problem, "Missing or invalid X-API-Key."),
+        413: (Problem, "The body is over the size limit (declared or chunked); nothing was read further."),
+        415: (Problem, "The Content-Type is not one this endpoint reads."),
+        422: (ValidationProblem, "The body is not valid; `detail` names each problem; nothing was accepted."),
+        503: (Problem, "A backend (Kafka, Redis, the model) is not available; retry later."),
+    }
+    return {code: {"model": described[code][0], "description": described[code][1]} for code in codes}
+
+
+# --------------------------------------------------------------------------- API keys
 
 
 class ApiKeyCheck:
@@ -19,14 +77,17 @@ class ApiKeyCheck:
     def __init__(self, keys: list[str]) -> None:
         self._keys = [k.encode() for k in keys]
 
-    def __call__(self, request: Request) -> None:
-        given = request.headers.get("x-api-key", "").encode()
+    def __call__(self, given: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
+        presented = (given or "").encode("utf-8", "replace")
         # Compare against every key, so timing says nothing about which one nearly matched.
         ok = False
         for key in self._keys:
-            ok |= hmac.compare_digest(given, key)
+            ok |= hmac.compare_digest(presented, key)
         if not ok:
-            raise HTTPException(status_code=401, detail="missing or invalid X-API-Key")
+            raise HTTPException(status_code=401, detail=f"missing or invalid {API_KEY_HEADER}")
+
+
+# --------------------------------------------------------------------------- body size
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -44,12 +105,168 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BodyTooLarge(HTTPException):
+    """Raised by ``BodyLimit``'s ``receive`` once a request body passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``max_bytes`` ends the request with 413.
+
+    It counts the body as the app reads it, chunked uploads included, and raises
+    ``BodyTooLarge`` (an ``HTTPException``) from ``receive`` as soon as the count passes the
+    limit; a declared ``Content-Length`` over the limit is refused on the first read,
+    before any byte of it is read. Nothing is read before the app asks, so a request
+    refused earlier (401 for a missing API key) costs no body at all.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        size = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal size
+            if too_large:
+                raise BodyTooLarge(self.max_bytes)
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLarge as exc:
+            if started:  # the app answered already and read on: nothing more to say
+                raise
+            response = JSONResponse(status_code=413, content={"detail": exc.detail})
+            await response(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- strict JSON
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def require_media_type(content_type: str | None, allowed: frozenset[str]) -> str:
+    """The media type of the request; 415 unless it is one of ``allowed`` (absent means JSON)."""
+    kind = media_type(content_type)
+    if not kind:
+        return "application/json"
+    if kind in allowed or (kind.startswith("application/") and kind.endswith("+json") and "application/json" in allowed):
+        return kind
+    shown = kind[:64]
+    raise HTTPException(
+        status_code=415, detail=f"unsupported Content-Type {shown!r}; send one of: {', '.join(sorted(allowed))}"
+    )
+
+
+def decode_utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed([{"loc": ["body"], "msg": f"body is not UTF-8 (byte {exc.start})"}]) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_deep(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_JSON_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(v, depth + 1) for v in value)
+    return False
+
+
+def loads_strict(text: str, where: list[Any]) -> Any:
+    """Standard JSON only: no NaN/Infinity, no absurd nesting; ``ValidationFailed`` at ``where`` otherwise."""
+    if not text.strip():
+        raise ValidationFailed([{"loc": where, "msg": "empty body: expected JSON"}])
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValidationFailed([{"loc": where, "msg": "JSON nested too deeply"}]) from None
+    except ValueError as exc:  # JSONDecodeError, the constants above, and integers past 4300 digits
+        raise ValidationFailed([{"loc": where, "msg": f"invalid JSON: {str(exc)[:200]}"}]) from None
+    if _too_deep(value):
+        raise ValidationFailed([{"loc": where, "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}])
+    return value
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON value: 415 for another Content-Type, 422 naming what is broken.
+
+    The size limit is ``BodyLimit``'s job, which runs before any endpoint.
+    """
+    require_media_type(request.headers.get("content-type"), JSON_TYPES)
+    return loads_strict(decode_utf8(await request.body()), ["body"])
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _clip(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "…"
+    return value
+
+
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """One problem as clients see it: known keys only, long texts cut (never the input itself)."""
+    out: dict[str, Any] = {}
+    if "index" in error:
+        out["index"] = error["index"]
+    if "id" in error:
+        out["id"] = _clip(error["id"], _MAX_LOC_TEXT)
+    out["loc"] = [
+        part if isinstance(part, int) and not isinstance(part, bool) else _clip(str(part), _MAX_LOC_TEXT)
+        for part in error.get("loc", ())
+    ]
+    out["msg"] = _clip(str(error.get("msg", "")), _MAX_MSG)
+    if "type" in error:
+        out["type"] = _clip(str(error["type"]), _MAX_LOC_TEXT)
+    return out
+
+
+def problem_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"detail": [public_error(e) for e in errors[:MAX_ERRORS]], "errors": len(errors)}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map project errors to HTTP: bad input 422, a backend that is down 503."""
 
     @app.exception_handler(ValidationFailed)
     async def _invalid(_: Request, exc: ValidationFailed) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": exc.errors[:100], "errors": len(exc.errors)})
+        return JSONResponse(status_code=422, content=problem_body(exc.errors))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each input back, however large (or secret) it is.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content=problem_body(errors))
 
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:

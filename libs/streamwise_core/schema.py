@@ -90,3 +90,48 @@ def to_model_input(spec: AppSpec, features: Features) -> dict[str, float | str]:
             continue
         out[name] = value if fspec.type is FeatureType.CATEGORY else float(value)
     return out
+
+
+# --------------------------------------------------------------------------- JSON Schema (OpenAPI)
+
+_JSON_TYPES = {
+    FeatureType.FLOAT: "number",
+    FeatureType.INT: "integer",
+    FeatureType.BOOL: "boolean",
+    FeatureType.CATEGORY: "string",
+}
+
+
+def features_json_schema(spec: AppSpec) -> dict[str, Any]:
+    """JSON Schema of the ``features`` object of ``spec``, for API documents and fuzzers.
+
+    It says what it can: types, allowed category values, required and unknown features.
+    The rest (finite numbers, integers that fit a float) only validation checks.
+    """
+    properties: dict[str, Any] = {}
+    for name, fspec in spec.features.items():
+        prop: dict[str, Any] = {"type": _JSON_TYPES[fspec.type]}
+        if fspec.type is FeatureType.CATEGORY and fspec.values is not None:
+            prop["enum"] = list(fspec.values)
+        if not fspec.required:
+            prop = {"anyOf": [prop, {"type": "null"}]}
+        properties[name] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [n for n, f in spec.features.items() if f.required],
+        "additionalProperties": False,
+    }
+
+
+def label_json_schema(spec: AppSpec) -> dict[str, Any]:
+    """JSON Schema of a label of ``spec``'s task."""
+    match spec.task:
+        case Task.BINARY:
+            return {"type": "boolean"}
+        case Task.MULTICLASS:
+            assert spec.label.classes is not None
+            return {"type": "string", "enum": list(spec.label.classes)}
+        case Task.REGRESSION:
+            return {"type": "number"}
+    raise AssertionError(spec.task)  # pragma: no cover

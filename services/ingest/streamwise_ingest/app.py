@@ -5,35 +5,105 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from streamwise_core.http import ApiKeyCheck, install_error_handlers, read_body
+from streamwise_core.appspec import AppSpec
+from streamwise_core.http import (
+    JSON_TYPES,
+    NDJSON_TYPES,
+    ApiKeyCheck,
+    BodyLimit,
+    install_error_handlers,
+    problem_responses,
+    read_body,
+    require_media_type,
+)
 from streamwise_core.kafka import make_producer
+from streamwise_core.schema import features_json_schema, label_json_schema
 
 from .parsing import parse_items
 from .settings import IngestSettings
 from .sink import KafkaSink
-from .validation import validate_events, validate_labels
+from .validation import ID_PATTERN, validate_events, validate_labels
 
 log = logging.getLogger(__name__)
 
-BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
-        },
-    }
-}
+ERRORS = problem_responses(401, 413, 415, 422, 503)
 
 
 class Accepted(BaseModel):
     accepted: int
     ids: list[str]
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+def _body_doc(item: dict[str, Any], max_items: int, what: str) -> dict[str, Any]:
+    """OpenAPI request body: one item, a JSON list of items, or NDJSON (one item per line)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            item,
+                            {"type": "array", "items": item, "minItems": 1, "maxItems": max_items},
+                        ]
+                    }
+                },
+                "application/x-ndjson": {
+                    "schema": {"type": "string", "description": f"One {what} as JSON per line."}
+                },
+            },
+        }
+    }
+
+
+TIMESTAMP = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+    "description": "When it happened, with a time zone, from 2000-01-01 to now + 1 day; default (absent or null): now.",
+}
+
+
+def event_schema(spec: AppSpec) -> dict[str, Any]:
+    """An event as clients send it, for this application's features and task."""
+    return {
+        "type": "object",
+        "title": "Event",
+        "properties": {
+            "id": {
+                "anyOf": [{"type": "string", "pattern": ID_PATTERN}, {"type": "null"}],
+                "description": "Generated when absent or null.",
+            },
+            "features": features_json_schema(spec),
+            "label": {"anyOf": [label_json_schema(spec), {"type": "null"}], "description": "When already known."},
+            "timestamp": TIMESTAMP,
+        },
+        "required": ["features"],
+        "additionalProperties": False,
+    }
+
+
+def label_schema(spec: AppSpec) -> dict[str, Any]:
+    """A late label as clients send it: the id of its event and the outcome."""
+    return {
+        "type": "object",
+        "title": "Label",
+        "properties": {
+            "id": {"type": "string", "pattern": ID_PATTERN, "description": "The id of the event it labels."},
+            "label": label_json_schema(spec),
+            "timestamp": TIMESTAMP,
+        },
+        "required": ["id", "label"],
+        "additionalProperties": False,
+    }
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -53,29 +123,40 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Streamwise ingest", version="1", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     require_key = Depends(ApiKeyCheck(settings.api_key_list))
+    readable = JSON_TYPES | NDJSON_TYPES
 
-    @app.post("/v1/events", status_code=202, response_model=Accepted, dependencies=[require_key], openapi_extra=BODY_DOC)
-    async def post_events(request: Request) -> Accepted:
-        """Accept one event, a JSON list of events, or NDJSON; all or nothing."""
-        items = parse_items(
+    async def items_of(request: Request) -> list[Any]:
+        content_type = request.headers.get("content-type")
+        require_media_type(content_type, readable)
+        return parse_items(
             await read_body(request, settings.max_body_bytes),
-            request.headers.get("content-type", "application/json"),
+            content_type or "application/json",
             max_items=settings.max_items_per_request,
         )
-        events = validate_events(spec, items)
+
+    @app.post(
+        "/v1/events", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,
+        openapi_extra=_body_doc(event_schema(spec), settings.max_items_per_request, "event"),
+    )
+    async def post_events(request: Request) -> Accepted:
+        """Accept one event, a JSON list of events, or NDJSON; all or nothing."""
+        events = validate_events(spec, await items_of(request))
         await request.app.state.sink.write(topics.events, [(e.id.encode(), e.to_bytes()) for e in events])
         return Accepted(accepted=len(events), ids=[e.id for e in events])
 
-    @app.post("/v1/labels", status_code=202, response_model=Accepted, dependencies=[require_key], openapi_extra=BODY_DOC)
+    @app.post(
+        "/v1/labels", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,
+        openapi_extra=_body_doc(label_schema(spec), settings.max_items_per_request, "label"),
+    )
     async def post_labels(request: Request) -> Accepted:
-        """Accept labels for earlier events, by event id; all or nothing."""
-        items = parse_items(
-            await read_body(request, settings.max_body_bytes),
-            request.headers.get("content-type", "application/json"),
-            max_items=settings.max_items_per_request,
-        )
-        labels = validate_labels(spec, items)
+        """Accept labels for earlier events, by event id; all or nothing.
+
+        Ingest does not look events up: a label for an id it never saw is accepted, and the
+        trainer keeps it waiting until its event arrives (or evicts it).
+        """
+        labels = validate_labels(spec, await items_of(request))
         await request.app.state.sink.write(topics.labels, [(x.id.encode(), x.to_bytes()) for x in labels])
         return Accepted(accepted=len(labels), ids=[x.id for x in labels])
 
@@ -83,7 +164,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description": "Kafka is not known."}})
     async def readyz(request: Request) -> JSONResponse:
         producer = request.app.state.producer
         ready = bool(producer.client.cluster.brokers())

@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
@@ -16,6 +17,20 @@ from streamwise_core.schema import feature_errors, label_error
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SKEW = timedelta(days=1)
+
+
+def _iso_timestamp(value: Any) -> Any:
+    """Timestamps are ISO 8601 / RFC 3339 strings only: no Unix numbers, whose unit is a guess."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "timestamp_type", "timestamp must be an ISO 8601 string with a time zone, e.g. 2026-01-31T12:00:00Z"
+        )
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("timestamp_parsing", "not an ISO 8601 timestamp: {shown}", {"shown": repr(value[:40])}) from None
 
 
 class EventIn(BaseModel):
@@ -28,6 +43,8 @@ class EventIn(BaseModel):
     label: Any = None
     timestamp: datetime | None = None
 
+    _timestamp = field_validator("timestamp", mode="before")(_iso_timestamp)
+
 
 class LabelIn(BaseModel):
     """A label for an earlier event, by its id."""
@@ -37,6 +54,8 @@ class LabelIn(BaseModel):
     id: str = Field(pattern=ID_PATTERN)
     label: Any
     timestamp: datetime | None = None
+
+    _timestamp = field_validator("timestamp", mode="before")(_iso_timestamp)
 
 
 def _timestamp_error(ts: datetime | None, now: datetime) -> str | None:

@@ -11,19 +11,35 @@ from contextlib import asynccontextmanager
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from streamwise_core.events import PredictionMade
-from streamwise_core.http import install_error_handlers
+from streamwise_core.http import BodyLimit, Problem, install_error_handlers, json_body, problem_responses
 from streamwise_core.kafka import make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
 
 from .holder import ModelHolder, ServedModel
-from .service import Batch, BatchResponse, Instance, Prediction, PredictionResponse, check_instances, predict_instances
+from .service import (
+    BatchResponse,
+    Prediction,
+    PredictionResponse,
+    batch_schema,
+    check_instances,
+    instance_schema,
+    parse_batch,
+    parse_instance,
+    predict_instances,
+)
 from .settings import PredictorSettings
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
+
+
+class Ready(BaseModel):
+    ready: bool
+    version: int | None
 
 
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
@@ -54,6 +70,11 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Streamwise predictor", version="1", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    errors = problem_responses(413, 415, 422, 503)
+
+    def body_doc(schema: dict[str, object]) -> dict[str, object]:
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
     def served() -> ServedModel:
         current = holder.current
@@ -76,27 +97,30 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             except KafkaError as exc:
                 log.warning("prediction %s not recorded: %s", p.id, exc)
 
-    @app.post("/v1/predict", response_model=PredictionResponse)
-    async def predict_one(instance: Instance, request: Request) -> PredictionResponse:
+    @app.post("/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
+    async def predict_one(request: Request) -> PredictionResponse:
         """Predict one instance with the current model version."""
+        instance = parse_instance(await json_body(request))
         check_instances(spec, [instance])
         model = served()
         [p] = predict_instances(spec, model, [instance])
         await record(request, model, [p])
         return PredictionResponse(**p.model_dump(), model=model.meta.model, version=model.meta.version)
 
-    @app.post("/v1/predict/batch", response_model=BatchResponse)
-    async def predict_batch(batch: Batch, request: Request) -> BatchResponse:
-        """Predict many instances with one model version."""
-        if len(batch.instances) > settings.max_batch:
-            raise HTTPException(status_code=422, detail=f"at most {settings.max_batch} instances per batch")
+    @app.post(
+        "/v1/predict/batch", response_model=BatchResponse, responses=errors,
+        openapi_extra=body_doc(batch_schema(spec, settings.max_batch)),
+    )
+    async def predict_batch(request: Request) -> BatchResponse:
+        """Predict many instances with one model version; all or nothing."""
+        batch = parse_batch(await json_body(request), settings.max_batch)
         check_instances(spec, batch.instances)
         model = served()
         predictions = predict_instances(spec, model, batch.instances)
         await record(request, model, predictions)
         return BatchResponse(model=model.meta.model, version=model.meta.version, predictions=predictions)
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", responses={503: {"model": Problem, "description": "No verified model loaded yet."}})
     async def current_model(request: Request) -> dict[str, object]:
         """The version being served, its metrics, and any refused versions."""
         model = served()
@@ -110,10 +134,10 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description": "No verified model loaded yet."}})
     async def readyz() -> JSONResponse:
         """Ready means a verified model is loaded."""
         version = holder.version
-        return JSONResponse({"ready": version is not None, "version": version}, status_code=200 if version else 503)
+        return JSONResponse({"ready": version is not None, "version": version}, status_code=200 if version is not None else 503)
 
     return app
