@@ -273,6 +273,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("backend unavailable: %s", exc)
         return JSONResponse(
             status_code=503,
-            content={"detail": "a backend is unavailable; nothing was accepted, retry later"},
+            content={"detail": "a backend is unavailable; nothing was acknowledged: retry with the same ids"},
             headers={"Retry-After": "1"},
         )

@@ -370,12 +370,6 @@ async def test_kafka_down_is_503_with_retry_after(tmp_path: Path) -> None:
                 assert r.status_code == 202, r.text
 
 
-@pytest.mark.xfail(
-    reason="BUG: /readyz only checks producer.client.cluster.brokers(), the metadata cached at start, "
-    "so it stays 200 'ready' while Kafka is down and every write answers 503",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_readyz_reports_kafka_down(tmp_path: Path) -> None:
     with TansuBroker(tmp_path / "tansu") as broker:
         settings = _settings(broker.bootstrap, idempotence=False, produce_timeout_s=1.5)

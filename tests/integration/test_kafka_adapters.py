@@ -264,33 +264,3 @@ async def test_sink_write_to_a_stopped_broker_raises_within_timeout_then_recover
     finally:
         broker.start()  # a producer with undelivered records cannot stop while the broker is down
         await asyncio.wait_for(producer.stop(), 60)
-
-
-@pytest.mark.xfail(
-    reason="BUG: KafkaSink.write times out and raises BackendUnavailable (ingest answers 503 'nothing "
-    "was accepted') but the records stay in the producer's buffer and are delivered once the broker "
-    "is back, so a client that retries writes them twice",
-    raises=AssertionError,
-    strict=True,
-)
-async def test_sink_records_of_a_failed_write_are_not_delivered_later(private_kafka: KafkaBroker) -> None:
-    broker = private_kafka
-    broker.start()
-    settings = KafkaSettings(bootstrap=broker.bootstrap, idempotence=True, partitions=1)
-    topic = _topic("late")
-    await ensure_topics(settings, [topic], timeout_s=30)
-    producer = make_producer(settings, client_id="it-late")
-    await producer.start()
-    sink = KafkaSink(producer, timeout_s=2.0)
-    try:
-        await sink.write(topic, [(b"before", b"before")])
-        broker.kill()  # crash: quicker than a graceful stop with clients connected
-        with pytest.raises(BackendUnavailable):
-            await sink.write(topic, [(b"refused", b"refused")])
-        broker.start()
-        await KafkaSink(producer, timeout_s=30).write(topic, [(b"after", b"after")])
-        got = await _consume(broker.bootstrap, topic, lambda r: any(x.key == b"after" for x in r))
-    finally:
-        broker.start()
-        await asyncio.wait_for(producer.stop(), 60)
-    assert [r.key for r in got] == [b"before", b"after"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -167,7 +170,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     @app.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description": "Kafka is not known."}})
     async def readyz(request: Request) -> JSONResponse:
         producer = request.app.state.producer
-        ready = bool(producer.client.cluster.brokers())
+        try:
+            # Cached metadata outlives the broker: ask it now, briefly.
+            async with asyncio.timeout(2):
+                ready = bool(await producer.client.fetch_all_metadata()) and bool(producer.client.cluster.brokers())
+        except (KafkaError, TimeoutError, OSError):
+            ready = False
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     return app

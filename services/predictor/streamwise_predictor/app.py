@@ -35,6 +35,12 @@ from .settings import PredictorSettings
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
+RECORD_TIMEOUT_S = 0.5
+
+
+def _log_undelivered(delivery: asyncio.Future[object]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("prediction not recorded: %r", delivery.exception())
 
 
 class Ready(BaseModel):
@@ -83,19 +89,20 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         return current
 
     async def record(request: Request, model: ServedModel, predictions: list[Prediction]) -> None:
-        """Write predictions to their topic without making the caller wait for Kafka."""
+        """Write predictions to their topic; a broker that is down delays no answer by more
+        than ``RECORD_TIMEOUT_S`` (the prediction is then logged as not recorded)."""
         producer = request.app.state.producer
-        for p in predictions:
-            if p.id is None:
-                continue
-            event = PredictionMade(
-                id=p.id, model=model.meta.model, version=model.meta.version,
-                prediction=p.prediction, probabilities=p.probabilities,
-            )
-            try:
-                await producer.send(topics.predictions, event.to_bytes(), key=p.id.encode())
-            except KafkaError as exc:
-                log.warning("prediction %s not recorded: %s", p.id, exc)
+        try:
+            async with asyncio.timeout(RECORD_TIMEOUT_S):
+                for p in predictions:
+                    event = PredictionMade(
+                        id=p.id, model=model.meta.model, version=model.meta.version,
+                        prediction=p.prediction, probabilities=p.probabilities,
+                    )
+                    delivery = await producer.send(topics.predictions, event.to_bytes(), key=p.id.encode())
+                    delivery.add_done_callback(_log_undelivered)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("%s prediction(s) not recorded: %r", len(predictions), exc)
 
     @app.post("/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
     async def predict_one(request: Request) -> PredictionResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import math
 from typing import Any
 
@@ -32,7 +34,7 @@ class Batch(BaseModel):
 
 
 class Prediction(BaseModel):
-    id: str | None
+    id: str = Field(description="The event id sent, or a generated one: use it to send the outcome as a label.")
     prediction: bool | str | float | None
     probabilities: dict[str, float] | None = None
 
@@ -146,7 +148,7 @@ def predict_instances(spec: AppSpec, served: ServedModel, instances: list[Instan
             continue
         out.append(
             Prediction(
-                id=inst.id,
+                id=inst.id or uuid.uuid4().hex,
                 prediction=y,
                 probabilities={label_key(k): float(v) for k, v in proba.items()} if proba else None,
             )
