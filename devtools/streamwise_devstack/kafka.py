@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .packages import MissingDependency, ensure_debian_packages
 from .ports import ensure_port_free, free_port, wait_for_port
-from .process import ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail
 from .topics import wait_for_kafka
 
 __all__ = [
@@ -163,8 +163,10 @@ class ExternalKafka:
     external: bool = True
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """Single-node KRaft broker+controller on 127.0.0.1; ports and data survive restart()."""
+
+    stop_grace = 30.0  # controlled shutdown moves leadership first
 
     host = "127.0.0.1"
     external = False
@@ -196,11 +198,6 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         """Bootstrap servers string, e.g. '127.0.0.1:39092'."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the broker JVM, None when not running."""
-        return self._process.pid if self._process else None
 
     def config(self) -> dict[str, str]:
         """Return the server.properties settings for this broker."""
@@ -299,27 +296,3 @@ class KafkaBroker:
             ) from exc
         log.info("Kafka %s ready on %s in %.1fs",
                  self.version, self.bootstrap, time.monotonic() - started)
-
-    def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM the broker (controlled shutdown), SIGKILL after ``grace`` seconds."""
-        if self._process is not None:
-            self._process.stop(grace=grace)
-            self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker (crash simulation); data on disk is kept."""
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same ports and data dir."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

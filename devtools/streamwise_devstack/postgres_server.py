@@ -18,7 +18,7 @@ import psycopg
 
 from .packages import MissingDependency, ensure_debian_packages
 from .ports import ensure_port_free, free_port
-from .process import ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail
 
 __all__ = ["PostgresServer"]
 
@@ -30,13 +30,16 @@ SUPERUSER = "postgres"
 DEFAULT_SETTINGS = {"fsync": "off"}
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """initdb + postgres on 127.0.0.1; port and cluster survive restart().
 
     PostgreSQL refuses to run as root, so as root initdb and postgres run as the
     ``postgres`` OS user. If that user cannot reach ``data_dir`` (e.g. pytest's 0700
     base temp dir), the cluster goes to a private temp dir that close() removes.
     """
+
+    stop_signal = signal.SIGINT  # "fast" shutdown
+    stop_grace = 30.0
 
     host = "127.0.0.1"
     external = False
@@ -70,11 +73,6 @@ class PostgresServer:
     def dsn(self) -> str:
         """libpq/psycopg URL of the same database."""
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{self.database}"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the postmaster, None when not running."""
-        return self._process.pid if self._process else None
 
     def _run(self, cmd: list[str], cwd: Path | str) -> subprocess.CompletedProcess[str]:
         """Run a short command as the server's OS user, capturing its output."""
@@ -196,23 +194,6 @@ class PostgresServer:
                 f"--- {self.log_path} (tail) ---\n{log_tail(self.log_path)}"
             ) from exc
         log.info("PostgreSQL ready on %s in %.1fs", self.url, time.monotonic() - started)
-
-    def stop(self, grace: float = 30.0) -> None:
-        """Fast shutdown (SIGINT), SIGKILL of the process group after ``grace`` seconds."""
-        if self._process is not None:
-            self._process.stop(sig=signal.SIGINT, grace=grace)
-            self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends (crash simulation); the cluster is kept."""
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
-
-    def restart(self) -> None:
-        """Stop and start on the same port and cluster."""
-        self.stop()
-        self.start()
 
     def close(self) -> None:
         """Stop, and delete the cluster if it was placed in a private temp dir."""

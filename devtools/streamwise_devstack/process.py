@@ -11,6 +11,7 @@ import subprocess
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 __all__ = ["ManagedProcess", "log_tail"]
 
@@ -131,3 +132,46 @@ def _kill_leftovers() -> None:
     """Safety net: never leave a devstack server running after the interpreter exits."""
     for managed in list(_running):
         managed.kill()
+
+
+class LocalServer:
+    """Lifecycle shared by the local servers: stop, kill, restart and use as a context.
+
+    Subclasses implement ``start()`` and keep the running process in ``_process``.
+    """
+
+    stop_signal: int = signal.SIGTERM
+    stop_grace: float = 10.0
+    _process: ManagedProcess | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the server, None when not running."""
+        return self._process.pid if self._process else None
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop with ``stop_signal``; SIGKILL the process group after ``grace`` seconds."""
+        if self._process is not None:
+            self._process.stop(sig=self.stop_signal, grace=self.stop_grace if grace is None else grace)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (crash simulation); what it wrote to disk is kept."""
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def restart(self) -> None:
+        """Stop (if running) and start again on the same ports and data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

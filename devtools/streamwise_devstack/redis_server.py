@@ -11,7 +11,7 @@ import redis
 
 from .packages import ensure_debian_packages
 from .ports import ensure_port_free, free_port
-from .process import ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail
 
 __all__ = ["ExternalRedis", "RedisServer"]
 
@@ -26,7 +26,7 @@ class ExternalRedis:
     external: bool = True
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """redis-server with RDB snapshots off; AOF optional; port and dir survive restart()."""
 
     host = "127.0.0.1"
@@ -51,11 +51,6 @@ class RedisServer:
     def url(self) -> str:
         """Connection URL for database 0, e.g. 'redis://127.0.0.1:6390/0'."""
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of redis-server, None when not running."""
-        return self._process.pid if self._process else None
 
     def argv(self, binary: str) -> list[str]:
         """Return the redis-server command line."""
@@ -104,27 +99,3 @@ class RedisServer:
                 )
             time.sleep(0.05)
         log.info("Redis ready on %s in %.2fs", self.url, time.monotonic() - started)
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM redis-server, SIGKILL after ``grace`` seconds."""
-        if self._process is not None:
-            self._process.stop(grace=grace)
-            self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL redis-server (crash simulation)."""
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
-
-    def restart(self) -> None:
-        """Stop and start on the same port and dir (data survives only with appendonly)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

