@@ -161,7 +161,7 @@ def main(
     for r in rows:
         table.add_row(r.model, f"{r.trainer_eps:,.0f}", f"{r.river_eps:,.0f}", f"{r.ratio:.2f}")
     Console().print(table)
-    out = ROOT / "bench" / "results" / "learning_throughput.json"
+    out = ROOT / "bench" / "results" / f"learning_throughput{'-smoke' if smoke else ''}.json"
     out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=2))
 
 

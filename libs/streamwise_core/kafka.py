@@ -43,7 +43,7 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str], *, timeout_s: fl
             if missing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(n, num_partitions=kafka.partitions, replication_factor=1) for n in missing]
+                        [NewTopic(n, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor) for n in missing]
                     )
                 except TopicAlreadyExistsError:
                     pass

@@ -20,6 +20,8 @@ class KafkaSettings(BaseModel):
     idempotence: bool = True
     """Idempotent producer; on for Apache Kafka, off for brokers that refuse it (Tansu)."""
     partitions: int = 1
+    replication_factor: int = 1
+    """Replicas of topics the services create; set to the cluster's (e.g. 3) in production."""
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1500
     request_timeout_ms: int = 15000

@@ -21,7 +21,7 @@ def start_suite(tmp_path: Path, bootstrap: str, idempotence: bool, redis_url: st
         bootstrap=bootstrap, idempotence=idempotence, redis_url=redis_url,
         database_url=f"sqlite:///{tmp_path / 'registry.db'}", app_spec=APP_SPEC,
         topic_prefix=f"e2e{uuid.uuid4().hex[:8]}",
-        extra={"STREAMWISE_PREDICTOR_POLL_INTERVAL_MS": "500", "STREAMWISE_POLL_INTERVAL_MS": "500"},
+        extra={"STREAMWISE_POLL_INTERVAL_MS": "500"},
     )
     specs = [s for s in service_specs(ports) if s.name in names]
     suite = Suite(env, tmp_path / "logs", specs, cwd=ROOT)

@@ -18,6 +18,7 @@ def main() -> None:
     settings = TrainerSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     signer = Signer(settings.signing_key_map)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     trainer = asyncio.run(prepare(settings, signer))
     app = create_app(settings, TrainerRuntime(settings, trainer, signer))
     worker = faust.Worker(app, loglevel=settings.log_level.lower())

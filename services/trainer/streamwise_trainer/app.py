@@ -56,6 +56,7 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
         f"{settings.topic_prefix}-{spec.name}-trainer",
         broker=f"kafka://{kafka.bootstrap}",
         store="memory://",
+        datadir=str(settings.data_dir),
         topic_disable_leader=True,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from streamwise_core.settings import Settings
 
 
@@ -15,5 +17,7 @@ class TrainerSettings(Settings):
     join_capacity: int = 100_000
     dedupe_window: int = 20_000
     """How many recently learned event ids are remembered to ignore redeliveries."""
+    data_dir: Path = Path("var/trainer")
+    """Where faust keeps its local files (nothing the trainer's state depends on)."""
     http_host: str = "127.0.0.1"
     http_port: int = 8003

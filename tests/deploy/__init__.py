@@ -1,0 +1,1 @@
+"""Offline proof of the deployment files: Dockerfile, docker-compose.yml, deploy/k8s."""

@@ -1,0 +1,184 @@
+"""docker-compose.yml, run without Docker: every service started with exactly the command and the
+environment compose gives it, on the session's real Kafka, Redis and PostgreSQL, then the loop.
+
+Only what a container network provides is mapped: host names to the local servers
+(``kafka:9092``, ``redis:6379``, ``postgres:5432``), container ports to free ports (and
+``0.0.0.0`` to 127.0.0.1), the image's app spec path to the repository's, the image's working
+directory to a temporary one. Two additions isolate this run from others on the same servers:
+``STREAMWISE_TOPIC_PREFIX`` (topics and Redis keys) and a fresh database owned by the compose
+user ``streamwise``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamwise_devstack import free_port
+from streamwise_devstack.fraud import FraudStream
+from streamwise_devstack.suite import ServiceSpec, Suite
+from tests.e2e.loop_client import LoopClient, wait_for
+
+from .support import APP_SPEC, IMAGE_APP_SPEC, SERVICES, compose_command, compose_environment, container_port, http_check, load_compose
+
+pytestmark = [pytest.mark.deploy, pytest.mark.e2e]
+
+ONE_SHOT = ("migrate", "topics")
+
+
+class ComposeOnLocalServers:
+    """Rewrites compose values for processes on this machine (see the module docstring)."""
+
+    def __init__(self, compose: dict, kafka: str, redis_url: str, pg_host: str, pg_port: int, database: str, prefix: str) -> None:
+        self.compose = compose
+        self.prefix = prefix
+        self.ports = {name: free_port() for name in SERVICES}
+        redis = urlsplit(redis_url)
+        self.hosts = {
+            "kafka:9092": kafka,
+            "redis:6379": f"{redis.hostname}:{redis.port}",
+            "@postgres:5432/streamwise": f"@{pg_host}:{pg_port}/{database}",
+            IMAGE_APP_SPEC: str(APP_SPEC),
+        }
+        for name in SERVICES:  # published ports, as a browser or the demo reaches them
+            published = str(compose["services"][name]["ports"][0]).split(":")[0]
+            self.hosts[f"localhost:{published}"] = f"127.0.0.1:{self.ports[name]}"
+            self.hosts[f"http://{name}:{self.container_port(name)}"] = f"http://127.0.0.1:{self.ports[name]}"
+            # inside the container (health checks)
+            self.hosts[f"127.0.0.1:{self.container_port(name)}"] = f"127.0.0.1:{self.ports[name]}"
+
+    def container_port(self, name: str) -> int:
+        return container_port(self.compose["services"][name]["ports"][0])
+
+    def value(self, text: str, service: str | None = None) -> str:
+        for old, new in self.hosts.items():
+            text = text.replace(old, new)
+        if service in SERVICES:
+            if text == "0.0.0.0":  # noqa: S104
+                return "127.0.0.1"
+            if text == str(self.container_port(service)):
+                return str(self.ports[service])
+        return text
+
+    def env(self, name: str) -> dict[str, str]:
+        env = {k: self.value(v, name) for k, v in compose_environment(self.compose["services"][name]).items()}
+        return {**env, "STREAMWISE_TOPIC_PREFIX": self.prefix} if env else env
+
+    def argv(self, name: str) -> tuple[str, ...]:
+        return tuple(self.value(part, name) for part in compose_command(self.compose["services"][name]))
+
+    def spec(self, name: str) -> ServiceSpec:
+        _, _, path = http_check(self.compose["services"][name]["healthcheck"]["test"])  # type: ignore[misc]
+        return ServiceSpec(name, self.argv(name), self.ports[name], health=path, env=tuple(self.env(name).items()))
+
+    def healthcheck(self, name: str) -> list[str]:
+        return [self.value(part, name) for part in self.compose["services"][name]["healthcheck"]["test"][1:]]
+
+
+def _python(argv: list[str] | tuple[str, ...]) -> list[str]:
+    return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+
+
+@pytest.fixture
+def database(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh database owned by the compose user ``streamwise`` (trust auth: any password)."""
+    name = f"deploy_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'streamwise'").fetchone():
+            conn.execute("CREATE ROLE streamwise LOGIN")
+        conn.execute(f'CREATE DATABASE "{name}" OWNER streamwise')
+    return name
+
+
+async def _topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_compose_services_run_the_loop(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker, redis_server, postgres_server, database: str,
+) -> None:
+    for key in [k for k in os.environ if k.startswith("STREAMWISE_")]:
+        monkeypatch.delenv(key)  # the services get compose's variables and nothing else of ours
+    prefix = f"dep{uuid.uuid4().hex[:8]}"
+    local = ComposeOnLocalServers(
+        load_compose(), kafka_broker.bootstrap, redis_server.url, postgres_server.host, postgres_server.port, database, prefix,
+    )
+    workdir = tmp_path / "workdir"  # the image's WORKDIR: faust keeps the trainer's data folder here
+    workdir.mkdir()
+
+    # The one-shot init steps, as compose runs them before the services.
+    for name in ONE_SHOT:
+        result = subprocess.run(
+            _python(local.argv(name)), env={**os.environ, **local.env(name)}, cwd=workdir,
+            capture_output=True, text=True, timeout=90, check=False,
+        )
+        assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+    with psycopg.connect(postgres_server.dsn.rsplit("/", 1)[0] + f"/{database}") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone(), "migrations ran"
+    expected = {f"{prefix}.fraud.{k}" for k in ("events", "labels", "predictions", "models", "dead-letters")}
+    assert expected <= asyncio.run(_topics(kafka_broker.bootstrap))
+
+    suite = Suite({}, tmp_path / "logs", [local.spec(name) for name in SERVICES], cwd=workdir)
+    demo: subprocess.Popen[bytes] | None = None
+    try:
+        suite.start(timeout_s=90)
+        # The compose health checks themselves pass (the containers would be "healthy").
+        for name in SERVICES:
+            check = local.healthcheck(name)
+            result = subprocess.run(_python(check), capture_output=True, text=True, timeout=30, check=False)
+            assert result.returncode == 0, f"{name} health check failed: {result.stderr}"
+
+        # The demo profile's command streams into ingest; the trainer learns, the predictor swaps.
+        client = LoopClient(suite.url("ingest"), suite.url("predictor"))
+        with open(tmp_path / "logs" / "demo.log", "wb") as log:
+            demo = subprocess.Popen(
+                _python(local.argv("demo")), env={**os.environ, **local.env("demo")}, cwd=workdir,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        first = client.wait_examples(100, timeout_s=60)
+        assert first["meta"]["version"] >= 1
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: sends the late labels held back, then stops
+        assert demo.wait(60) == 0, (tmp_path / "logs" / "demo.log").read_text()[-3000:]
+
+        # Our own events and labels, then predictions from a newer version.
+        seen = client.examples_seen()
+        stream = FraudStream(seed=5, drift_at=10**9, run_id=f"c{uuid.uuid4().hex[:6]}")
+        client.send(stream.take(300))
+        served = client.wait_examples(seen + 300, timeout_s=60)
+        assert served["meta"]["version"] > first["meta"]["version"]
+        event = stream.take(1)[0]
+        r = client.predictor.post("/v1/predict", json={"id": event.id, "features": event.features})
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] >= served["meta"]["version"] and isinstance(r.json()["prediction"], bool)
+        assert client.accuracy(stream.take(200)) > 0.5
+
+        # The web app (PostgreSQL registry + Redis) and the trainer's status page see it too.
+        page = wait_for(
+            lambda: (x := httpx.get(f"{suite.url('webapp')}/api/v1/models/current", timeout=5)).status_code == 200 and x.json(),
+            30, "web app shows the current version",
+        )
+        assert page
+        status = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()
+        assert status
+        assert (workdir / "var" / "trainer").is_dir() and not list(workdir.glob("*-data")), "faust files under STREAMWISE_DATA_DIR"
+    finally:
+        if demo is not None and demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+        suite.stop()
