@@ -124,7 +124,7 @@ def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServ
     try:
         first: tuple[float, int] | None = None
         while True:
-            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()["examples_seen"]
+            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
             now = time.perf_counter()
             progress.update(task, completed=seen)
             if seen and first is None:

@@ -118,7 +118,7 @@ def _summary(suite: Suite, broker: TansuBroker, redis: RedisServer, run_dir: Pat
     table.add_row("web app", f"{suite.url('webapp')}/")
     table.add_row("ingest API", f"{suite.url('ingest')}/docs  (POST /v1/events, /v1/labels; X-API-Key: dev-api-key)")
     table.add_row("predictor API", f"{suite.url('predictor')}/docs  (POST /v1/predict, /v1/predict/batch)")
-    table.add_row("trainer status", f"{suite.url('trainer')}/v1/status")
+    table.add_row("trainer status", f"{suite.url('trainer')}/v1/status  (admin read: X-API-Key)")
     table.add_row("Kafka (Tansu)", broker.bootstrap)
     table.add_row("Redis", redis.url)
     table.add_row("registry", f"sqlite:///{run_dir / 'registry.db'}")

@@ -71,19 +71,24 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # --------------------------------------------------------------------------- API keys
 
 
+def api_key_matches(keys: list[str], given: str | None) -> bool:
+    """Whether ``given`` is one of ``keys``, compared in constant time."""
+    presented = (given or "").encode("utf-8", "replace")
+    # Compare against every key, so timing says nothing about which one nearly matched.
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(presented, key.encode())
+    return ok
+
+
 class ApiKeyCheck:
     """A dependency that admits a request carrying one of the keys in ``X-API-Key``."""
 
     def __init__(self, keys: list[str]) -> None:
-        self._keys = [k.encode() for k in keys]
+        self._keys = list(keys)
 
     def __call__(self, given: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
-        presented = (given or "").encode("utf-8", "replace")
-        # Compare against every key, so timing says nothing about which one nearly matched.
-        ok = False
-        for key in self._keys:
-            ok |= hmac.compare_digest(presented, key)
-        if not ok:
+        if not api_key_matches(self._keys, given):
             raise HTTPException(status_code=401, detail=f"missing or invalid {API_KEY_HEADER}")
 
 

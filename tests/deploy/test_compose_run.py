@@ -174,7 +174,7 @@ def test_compose_services_run_the_loop(  # type: ignore[no-untyped-def]
             30, "web app shows the current version",
         )
         assert page
-        status = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()
+        status = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers={"X-API-Key": "dev-api-key"}).json()
         assert status
         assert (workdir / "var" / "trainer").is_dir() and not list(workdir.glob("*-data")), "faust files under STREAMWISE_DATA_DIR"
     finally:

@@ -24,7 +24,7 @@ from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.suite import Suite, service_specs, suite_env
 
 from .conftest import APP_SPEC, ROOT
-from .loop_client import LoopClient, wait_for
+from .loop_client import API_KEY, LoopClient, wait_for
 from .reference_run import probe_inputs
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ KILLS = int(os.environ.get("STREAMWISE_TEST_KILLS", "5"))
 
 def _status(suite: Suite) -> dict[str, Any] | None:
     try:
-        r = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=2)
+        r = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=2, headers=API_KEY)
     except httpx.HTTPError:
         return None
     return r.json() if r.status_code == 200 else None

@@ -91,7 +91,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float,
 
 async def trainer_status(http: httpx.AsyncClient, suite: Suite) -> dict[str, Any] | None:
     try:
-        r = await http.get(f"{suite.url('trainer')}/v1/status", timeout=3)
+        r = await http.get(f"{suite.url('trainer')}/v1/status", timeout=3, headers={"X-API-Key": "dev-api-key"})
     except httpx.HTTPError:
         return None
     return r.json() if r.status_code == 200 else None

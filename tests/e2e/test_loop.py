@@ -14,7 +14,7 @@ from streamwise_core.modelstore import ModelStore
 from streamwise_devstack.fraud import FraudStream, holdout
 from streamwise_devstack.suite import Suite
 
-from .loop_client import LoopClient, wait_for
+from .loop_client import API_KEY, LoopClient, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def run_loop(suite: Suite, redis_url: str, *, n_train: int) -> None:
 
 
 def suite_status(suite: Suite) -> dict[str, Any]:
-    return httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()
+    return httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers=API_KEY).json()
 
 
 async def _forge(redis_url: str, suite: Suite, good: int, forged: int) -> None:
@@ -94,3 +94,11 @@ def test_loop_on_apache_kafka(kafka_suite: Suite, redis_server) -> None:  # type
 
 def test_loop_smoke_on_tansu(tansu_suite: Suite, redis_server) -> None:  # type: ignore[no-untyped-def]
     run_loop(tansu_suite, redis_server.url, n_train=2000)
+
+
+def test_trainer_status_is_an_admin_read(tansu_suite: Suite) -> None:
+    url = f"{tansu_suite.url('trainer')}/v1/status"
+    assert httpx.get(url, timeout=5).status_code == 401
+    assert httpx.get(url, timeout=5, headers={"X-API-Key": "not-the-key"}).status_code == 401
+    ok = httpx.get(url, timeout=5, headers=API_KEY)
+    assert ok.status_code == 200 and "examples_seen" in ok.json()

@@ -35,7 +35,7 @@ HUGE = 900 * 1024
 
 
 def _status(suite: Suite) -> dict[str, Any]:
-    return httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5).json()
+    return httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers={"X-API-Key": "dev-api-key"}).json()
 
 
 def _event_bytes(g: GeneratedEvent, *, with_label: bool = True, **feature_changes: Any) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streamwise_core.http import API_KEY_HEADER, api_key_matches
 from streamwise_core.kafka import ensure_topics
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.codec import verify
@@ -97,6 +98,9 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
 
     @app.page("/v1/status")
     async def status(web: Any, request: Any) -> Any:
+        """An admin read (offsets, history digest, counters): it needs an API key."""
+        if not api_key_matches(settings.api_key_list, request.headers.get(API_KEY_HEADER)):
+            return web.json({"detail": f"missing or invalid {API_KEY_HEADER}"}, status=401)
         return web.json(runtime.status())
 
     return app
