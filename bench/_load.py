@@ -443,12 +443,13 @@ def window_gaps(load: LoadResult, spans: Sequence[Span], width: float) -> list[f
     done = sorted(t + dt for t, dt in zip(load.t_send, load.latency, strict=True))
     out = []
     for a, b in spans:
-        lo = a
-        while lo + width <= b:
+        starts = [a + k * width for k in range(int((b - a) // width))]
+        if starts and starts[-1] + width < b:
+            starts.append(b - width)  # the tail too, overlapping the window before it
+        for lo in starts:
             inside = done[bisect.bisect_left(done, lo):bisect.bisect_right(done, lo + width)]
             if len(inside) >= 2:
                 out.append(max(y - x for x, y in zip(inside, inside[1:], strict=False)) * 1000)
-            lo += width
     return out
 
 

@@ -28,6 +28,8 @@ from .views import InitialPage, VersionPoint, history_view
 
 STATIC_DIR = Path(__file__).with_name("static")
 
+SHUTDOWN_GRACE_S = 3.0
+
 
 def create_app(settings: WebappSettings | None = None) -> FastAPI:
     """Build the app; Redis and the registry are connected only when the lifespan starts."""
@@ -48,10 +50,12 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A pub/sub read being torn down can wait on socket timeouts: never hold shutdown.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
             app.state.services = None
-            await store.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(store.close(), SHUTDOWN_GRACE_S)
             registry.close()
 
     app = FastAPI(
