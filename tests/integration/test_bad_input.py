@@ -64,7 +64,7 @@ ONE_MB = 1024 * 1024
 def serve(app: FastAPI, name: str) -> Iterator[str]:
     """Run ``app`` under uvicorn (lifespan on) in a background thread; yield its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
     errors: list[BaseException] = []
 
     def run() -> None:

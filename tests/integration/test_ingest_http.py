@@ -47,7 +47,7 @@ class Ingest:
 def _serve(settings: IngestSettings) -> Iterator[str]:
     """Run the ingest app with uvicorn (lifespan on) in a background thread; yield its URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     errors: list[BaseException] = []
 

@@ -109,7 +109,7 @@ async def client_for(settings: WebappSettings) -> AsyncIterator[httpx.AsyncClien
 @contextmanager
 def served(app: FastAPI) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free port in a thread (streams need a real server)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, name="webapp-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + DEADLINE_S

@@ -36,6 +36,7 @@ from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
 RECORD_TIMEOUT_S = 0.5
+SHUTDOWN_GRACE_S = 3.0
 
 
 def _log_undelivered(delivery: asyncio.Future[object]) -> None:
@@ -68,11 +69,13 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await producer.stop()
-            await store.close()
+            # Shutdown must not hang on a backend that is down or a read being torn down.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(producer.stop(), SHUTDOWN_GRACE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(store.close(), SHUTDOWN_GRACE_S)
 
     app = FastAPI(title="Streamwise predictor", version="1", lifespan=lifespan)
     install_error_handlers(app)
