@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from fastapi import FastAPI
 
 from streamwise_core.codec import ModelMeta, pack
 from streamwise_core.events import EventReceived, LabelReceived, PredictionMade
@@ -38,7 +34,7 @@ from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
 from streamwise_core.settings import KafkaSettings, Settings, Topics
 from streamwise_core.signing import Signer
-from streamwise_devstack import free_port
+from tests.threaded_server import serve
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
@@ -58,36 +54,6 @@ ONE_MB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- serving
-
-
-@contextmanager
-def serve(app: FastAPI, name: str) -> Iterator[str]:
-    """Run ``app`` under uvicorn (lifespan on) in a background thread; yield its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name=f"{name}-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if errors or not thread.is_alive():
-            raise RuntimeError(f"{name} did not start: {errors!r}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{name} did not start within 60s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        assert not thread.is_alive(), f"{name} did not shut down"
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -23,7 +21,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from streamwise_core.events import EventReceived, LabelReceived
 from streamwise_core.kafka import ensure_topics
 from streamwise_core.settings import DEV_API_KEY, KafkaSettings, Topics
-from streamwise_devstack import ExternalKafka, KafkaBroker, TansuBroker, free_port
+from tests.threaded_server import serve
+from streamwise_devstack import ExternalKafka, KafkaBroker, TansuBroker
 from streamwise_ingest.app import create_app
 from streamwise_ingest.settings import IngestSettings
 
@@ -45,33 +44,9 @@ class Ingest:
 
 @contextmanager
 def _serve(settings: IngestSettings) -> Iterator[str]:
-    """Run the ingest app with uvicorn (lifespan on) in a background thread; yield its URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name=f"ingest-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if errors or not thread.is_alive():
-            raise RuntimeError(f"ingest did not start: {errors!r}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError("ingest did not start within 30s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        assert not thread.is_alive(), "ingest did not shut down"
+    """Run the ingest app in a background thread; yield its URL."""
+    with serve(create_app(settings), "ingest") as url:
+        yield url
 
 
 def _settings(bootstrap: str, *, idempotence: bool = True, **overrides: Any) -> IngestSettings:
