@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from river import base, compose, linear_model, preprocessing
 
 from streamwise_core.appspec import AppSpec, FeatureSpec, FeatureType, Task, load_app_spec, parse_app_spec

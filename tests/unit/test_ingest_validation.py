@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pydantic
 import pytest
 
 from streamwise_core.appspec import AppSpec, load_app_spec, parse_app_spec

@@ -6,7 +6,6 @@ import hashlib
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
