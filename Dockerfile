@@ -36,7 +36,8 @@ ARG UID=10001
 ENV PATH=/opt/streamwise/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    STREAMWISE_APP_SPEC=/app/examples/fraud/streamwise.toml
+    STREAMWISE_APP_SPEC=/app/examples/fraud/streamwise.toml \
+    STREAMWISE_LOG_FORMAT=json
 RUN groupadd --system --gid "${UID}" streamwise \
  && useradd --system --uid "${UID}" --gid streamwise --no-create-home \
       --home-dir /var/lib/streamwise --shell /usr/sbin/nologin streamwise \

@@ -1,9 +1,12 @@
-"""Prototype remedies for the event-loop stalls of a large swap, measured by the bench only.
+"""Alternative loaders for the event-loop stalls of a large swap, measured by the bench only.
 
 ``uvicorn _remedies:create_app --factory --app-dir bench`` with ``BENCH_REMEDY`` set runs the
-unchanged predictor (``streamwise_predictor.app.create_app``) after patching, in this process
-only, how ``watcher.py`` turns a verified blob into a model (``watcher.unpack``):
+predictor (``streamwise_predictor.app.create_app``) after patching, in this process only, how
+it turns a verified blob into a model (``ModelLoader.load``, ``loading.py``). The predictor's own
+loader is the ``gentle+gc-freeze`` prototype below plus pacing (``STREAMWISE_SWAP_LOAD_CPU_SHARE``);
+these variants are kept to compare it with:
 
+``plain``             ``codec.unpack`` in a thread: the predictor before ``loading.py``.
 ``gc-freeze``         no full (generation 2) collection while unpickling, then ``gc.freeze()``:
                       the collector never again walks the model's objects. River models hold no
                       reference cycles, so a replaced version is still freed by reference counting.
@@ -20,7 +23,7 @@ only, how ``watcher.py`` turns a verified blob into a model (``watcher.unpack``)
 ``all``               ``gentle+gc-freeze``, and a replaced model is freed by ``gentle_free`` in a
                       thread instead of at once on the loop.
 
-Nothing here is imported by the services; the proposal for ``watcher.py`` is in bench/README.md.
+Nothing here is imported by the services.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
-import streamwise_predictor.watcher as watcher
-from streamwise_core.codec import ModelMeta, SignedBlob, verify
+from streamwise_core.codec import ModelMeta, SignedBlob, unpack, verify
 from streamwise_core.signing import Signer
 from streamwise_predictor.app import create_app as _create_app
 from streamwise_predictor.holder import ModelHolder
+from streamwise_predictor.loading import ModelLoader
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,7 @@ def gentle_free(box: list[Any], batch: int = 1000) -> int:
 
 
 UNPACKERS = {
+    "plain": unpack,
     "gc-freeze": unpack_gc_frozen,
     "gentle": unpack_gentle,
     "gentle+gc-freeze": unpack_gentle_gc_frozen,
@@ -225,17 +229,26 @@ def _pace_loads(share: float) -> None:
     VersionWatcher.check = paced_check  # type: ignore[method-assign]
 
 
+def _load_with(unpack_fn: Any) -> None:
+    """Patch ``ModelLoader.load`` (what the watcher calls in its worker thread) to ``unpack_fn``,
+    and ``ModelLoader.retired`` to nothing: a replaced model is freed where it is dropped."""
+
+    def load(self: ModelLoader, signed: SignedBlob, signer: Signer) -> tuple[ModelMeta, Any]:
+        return unpack_fn(signed, signer)
+
+    ModelLoader.load = load  # type: ignore[method-assign]
+    ModelLoader.retired = lambda self, model: None  # type: ignore[method-assign]
+
+
 def create_app() -> FastAPI:
     remedy = os.environ.get("BENCH_REMEDY", "none")
-    if (remedy in UNPACKERS or remedy in ("paced", "all")) and not hasattr(watcher, "unpack"):
-        raise SystemExit("watcher.py no longer calls codec.unpack by that name: update bench/_remedies.py")
     if remedy in UNPACKERS:
-        watcher.unpack = UNPACKERS[remedy]
+        _load_with(UNPACKERS[remedy])
     elif remedy == "paced":
-        watcher.unpack = unpack_gentle_gc_frozen
+        _load_with(unpack_gentle_gc_frozen)
         _pace_loads(LOAD_SHARE)
     elif remedy == "all":
-        watcher.unpack = unpack_gentle_gc_frozen
+        _load_with(unpack_gentle_gc_frozen)
         _free_replaced_models_gently()
     elif remedy == "switch-1ms":
         sys.setswitchinterval(0.001)
@@ -255,10 +268,18 @@ VARIANTS = {
     "throttle": "frame reader sleeping 1 ms per frame",
     "switch-1ms": "sys.setswitchinterval(0.001)",
     "all": "gentle+gc-freeze, and the replaced model freed by gentle_free in a thread",
+    "loader": "the predictor's ModelLoader at full speed (cpu_share 1)",
+    "loader-0.5": "the predictor's ModelLoader, cpu_share 0.5",
+    "loader-0.25": "the predictor's ModelLoader, cpu_share 0.25 (the default)",
 }
 
 
 def _unpack_for(variant: str) -> Any:
+    if variant.startswith("loader"):
+        from streamwise_predictor.loading import LoadPolicy
+
+        share = float(variant.partition("-")[2] or 1)
+        return ModelLoader(LoadPolicy(cpu_share=share)).load
     if variant == "all":
         return unpack_gentle_gc_frozen
     if variant in UNPACKERS:
@@ -329,7 +350,13 @@ def probe_variant(variant: str, blob_path: str, reps: int = 3, tasks: int = 8, t
             t0 = time.perf_counter()
             _, model = await asyncio.to_thread(unpack_fn, signed, signer)
             t1 = time.perf_counter()
-            if variant == "all":
+            if variant.startswith("loader"):
+                old = current[0]
+                current[0] = model  # the swap; the replaced model goes to the loader's release
+                del model
+                unpack_fn.__self__.retired(old)
+                del old
+            elif variant == "all":
                 box = [current[0]]
                 current[0] = model  # the swap; the replaced model is freed gently in a thread
                 del model

@@ -46,6 +46,8 @@ MODELS = {
     "arf": [{"use": "forest.ARFClassifier", "params": {"n_models": 10, "seed": 1}}],
 }
 console = Console(stderr=True)
+STALL_S = 60.0
+"""Give up when the trainer learns nothing new for this long."""
 
 
 @dataclass
@@ -123,10 +125,15 @@ def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServ
     suite.start("trainer")
     try:
         first: tuple[float, int] | None = None
+        last_progress = (time.perf_counter(), -1)
         while True:
             seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
             now = time.perf_counter()
             progress.update(task, completed=seen)
+            if seen != last_progress[1]:
+                last_progress = (now, seen)
+            elif now - last_progress[0] > STALL_S:
+                raise RuntimeError(f"trainer stalled at {seen} of {len(events)} examples:\n{suite.log_tail('trainer')}")
             if seen and first is None:
                 first = (now, seen)
             if seen >= len(events):

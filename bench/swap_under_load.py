@@ -58,7 +58,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 app = typer.Typer(add_completion=False)
 
 PHASES = ("steady", "swap-small", "swap-large")
-REMEDIES = ("none", "gc-freeze", "gentle", "gentle+gc-freeze", "throttle", "switch-1ms", "paced", "all", "workers-2")
+REMEDIES = ("none", "plain", "gc-freeze", "gentle", "gentle+gc-freeze", "throttle", "switch-1ms", "paced", "all", "workers-2")
 
 
 def predictor_spec(port: int, remedy: str) -> Any:
@@ -206,7 +206,8 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 
     table = Table(title=f"swaps under load: {meta['workers']} clients, {meta['duration_s']:g} s per phase "
                         f"in {meta['rounds']} interleaved rounds"
-                        + (f", remedy {meta['remedy']}" if meta["remedy"] != "none" else ""))
+                        + (f", remedy {meta['remedy']}" if meta["remedy"] != "none" else "")
+                        + "".join(f", {k}={v}" for k, v in meta.get("predictor_env", {}).items()))
     for col in ("phase", "requests", "failed", "req/s", "swaps", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "p99/p99 steady",
                 "p99 per round (median)", "ratio", "longest gap ms"):
         table.add_column(col, justify="left" if col == "phase" else "right")
@@ -284,7 +285,7 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_probe(large: _load.LargeBlob, reps: int, out: Path) -> None:
+def run_probe(large: _load.LargeBlob, reps: int, out: Path, variants: list[str] | None = None) -> None:
     """In-process loop-stall probe of each unpickling variant (one fresh process per variant)."""
     import statistics
 
@@ -293,7 +294,7 @@ def run_probe(large: _load.LargeBlob, reps: int, out: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     rows: dict[str, list[dict[str, float]]] = {}
     with console.status("probing") as status:
-        for variant in _remedies.VARIANTS:
+        for variant in variants or _remedies.VARIANTS:
             status.update(f"loop-stall probe: {variant} ({reps} loads of {large.mb:.1f} MB)")
             q = ctx.Queue()
             proc = ctx.Process(target=_remedies.probe_main, args=(variant, str(large.path), reps, q))
@@ -330,14 +331,18 @@ def main(
     small_every_ms: Annotated[float, typer.Option(help="swap-small: publish period")] = 100.0,
     large_every_ms: Annotated[float, typer.Option(help="swap-large: publish period (large and small alternate)")] = 1000.0,
     remedy: Annotated[str, typer.Option(help=f"Predictor variant: {', '.join(REMEDIES)} (none = the suite's exact command)")] = "none",
+    predictor_env: Annotated[list[str] | None, typer.Option(
+        "--predictor-env", help="KEY=VALUE for the predictor's environment (repeatable), e.g. STREAMWISE_SWAP_LOAD_CPU_SHARE=1")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON results (default bench/results/swap_under_load[-smoke][-remedy].json)")] = None,
     keep_run_dir: Annotated[bool, typer.Option(help="Keep logs of the private servers")] = False,
     probe: Annotated[bool, typer.Option(help="Instead: in-process loop-stall probe of each unpickling variant")] = False,
     probe_reps: Annotated[int, typer.Option(help="Loads per variant in the probe")] = 5,
+    probe_variant: Annotated[list[str] | None, typer.Option(help="Probe only these variants (repeatable; default all)")] = None,
 ) -> None:
     """Run the three phases against a private predictor and report latency with and without swaps."""
     if remedy not in REMEDIES:
         raise typer.BadParameter(f"remedy must be one of {REMEDIES}")
+    extra_env = dict(kv.split("=", 1) for kv in predictor_env or [])
     duration = duration or (6.0 if smoke else 60.0)
     rounds = rounds or (2 if smoke else 6)
     large_mb = large_mb or (12.0 if smoke else 36.0)
@@ -355,7 +360,7 @@ def main(
     costs = {"small_us": _load.predict_cost_us(small, spec), "large_us": _load.predict_cost_us(large_model, spec)}
     del large_model
     if probe:
-        run_probe(large, probe_reps, out or BENCH_DIR / "results" / f"loop_stall_probe{'-smoke' if smoke else ''}.json")
+        run_probe(large, probe_reps, out or BENCH_DIR / "results" / f"loop_stall_probe{'-smoke' if smoke else ''}.json", probe_variant)
         return
     small_mb = len(pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL)) / 1e6
     console.print(
@@ -378,6 +383,7 @@ def main(
             env = suite_env(
                 bootstrap=broker.bootstrap, idempotence=False, redis_url=redis.url,
                 database_url=f"sqlite:///{run_dir / 'registry.db'}", app_spec=_load.APP_SPEC, topic_prefix=prefix,
+                extra=extra_env,
             )
             suite = Suite(env, run_dir / "logs", [predictor_spec(free_port(), remedy)], cwd=_load.ROOT)
             suite.start("predictor")
@@ -399,7 +405,7 @@ def main(
             console.print(f"logs kept in {run_dir}")
 
     meta = {
-        "smoke": smoke, "workers": workers, "duration_s": duration, "rounds": rounds, "remedy": remedy,
+        "smoke": smoke, "workers": workers, "duration_s": duration, "rounds": rounds, "remedy": remedy, "predictor_env": extra_env,
         "small_every_ms": small_every_ms, "large_every_ms": large_every_ms,
         "models": {
             "small": {"pickle_mb": small_mb, "predict_us": costs["small_us"], "examples_seen": small_seen},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .appspec import AppSpec, FeatureSpec, FeatureType, Task
@@ -90,6 +91,89 @@ def to_model_input(spec: AppSpec, features: Features) -> dict[str, float | str]:
             continue
         out[name] = value if fspec.type is FeatureType.CATEGORY else float(value)
     return out
+
+
+class _Invalid:
+    """Marker: a value a feature converter refuses."""
+
+
+_INVALID = _Invalid()
+_Converter = Callable[[Any], "float | str | _Invalid"]
+
+
+def _to_float(value: Any) -> float | _Invalid:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else _INVALID
+    if kind is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return _INVALID
+    return _INVALID
+
+
+def _to_int(value: Any) -> float | _Invalid:
+    if type(value) is float and not value.is_integer():
+        return _INVALID
+    return _to_float(value)
+
+
+def _to_bool(value: Any) -> float | _Invalid:
+    return float(value) if type(value) is bool else _INVALID
+
+
+def _category(allowed: frozenset[str] | None) -> _Converter:
+    def convert(value: Any) -> str | _Invalid:
+        if type(value) is not str or (allowed is not None and value not in allowed):
+            return _INVALID
+        return value
+
+    return convert
+
+
+def _converter(spec: FeatureSpec) -> _Converter:
+    match spec.type:
+        case FeatureType.FLOAT:
+            return _to_float
+        case FeatureType.INT:
+            return _to_int
+        case FeatureType.BOOL:
+            return _to_bool
+        case FeatureType.CATEGORY:
+            return _category(frozenset(spec.values) if spec.values is not None else None)
+    raise ValueError(spec.type)
+
+
+class ModelInputReader:
+    """``to_model_input`` of valid features in one pass, ``None`` for invalid ones.
+
+    The same verdicts as ``feature_errors`` at a fraction of its cost, for hot loops that
+    only need the reasons when something is wrong (then they ask ``feature_errors``).
+    """
+
+    def __init__(self, spec: AppSpec) -> None:
+        self._converters = {name: _converter(f) for name, f in spec.features.items()}
+        self._required = frozenset(name for name, f in spec.features.items() if f.required)
+
+    def __call__(self, features: Any) -> dict[str, float | str] | None:
+        if type(features) is not dict:
+            return None
+        converters = self._converters
+        out: dict[str, float | str] = {}
+        for name, value in features.items():
+            convert = converters.get(name)
+            if convert is None:
+                return None
+            if value is None:
+                continue
+            converted = convert(value)
+            if converted is _INVALID:
+                return None
+            out[name] = converted  # type: ignore[assignment]
+        if not self._required <= out.keys():
+            return None
+        return out
 
 
 # --------------------------------------------------------------------------- JSON Schema (OpenAPI)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     api_keys: SecretStr = SecretStr(DEV_API_KEY)
     """Comma-separated keys accepted on write endpoints."""
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    """``json``: one JSON object per line (the image sets it); ``text``: lines for people."""
 
     @field_validator("topic_prefix")
     @classmethod

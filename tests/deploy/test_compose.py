@@ -35,6 +35,8 @@ pytestmark = pytest.mark.deploy
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 ONE_SHOT = ("migrate", "topics")
 BACKING = ("kafka", "redis", "postgres")
+OBSERVABILITY = ("prometheus", "grafana")
+"""The optional profile with metrics (checked in test_observability.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_valid_against_the_compose_specification(shell_env: dict[str, str]) -> N
 
 def test_the_one_image_runs_every_streamwise_container(compose: dict) -> None:
     services = compose["services"]
-    ours = [name for name in services if name not in BACKING]
+    ours = [name for name in services if name not in (*BACKING, *OBSERVABILITY)]
     assert set(ours) == {*SERVICES, *ONE_SHOT, "demo"}
     images = {services[name]["image"] for name in ours}
     assert images == {"streamwise:local"}

@@ -314,7 +314,6 @@ def test_prometheus_scrape_annotations(overlay: str, name: str) -> None:
     assert int(annotations["prometheus.io/port"]) == specs()[name].port
 
 
-@pytest.mark.xfail(strict=True, reason="no service serves /metrics yet (prometheus-client is a dependency, but unused)")
 @pytest.mark.parametrize("name", SERVICES)
 def test_scrape_path_is_served(name: str) -> None:
     path = workload("dev", name)["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]

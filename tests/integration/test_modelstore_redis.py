@@ -371,6 +371,35 @@ async def test_watcher_listen_swaps_on_announcement(
     assert holder.swaps == 2
 
 
+async def test_watcher_loads_only_the_newest_of_the_versions_announced_meanwhile(store: ModelStore, app_name: str) -> None:
+    holder = ModelHolder()
+    watcher = _watcher(store, holder)
+    await store.publish(MODEL, 1, _signed(app_name, 1))
+    await watcher.check(1)
+    # v2..v4 are announced while a (slow) load goes on: the announcements are taken in order,
+    # but the first of them already loads what the pointer names, v4; the others load nothing.
+    for v in (2, 3, 4):
+        await store.publish(MODEL, v, _signed(app_name, v))
+    await watcher.check(2)
+    assert (holder.version, holder.swaps) == (4, 2)
+    await watcher.check(3)
+    await watcher.check(4)
+    assert (holder.version, holder.swaps) == (4, 2)
+    # An announced version newer than the pointer is loaded all the same...
+    await store.publish(MODEL, 5, _signed(app_name, 5), make_current=False)
+    await watcher.check(5)
+    assert holder.version == 5
+    # ...and a refused pointer hides no valid announced version.
+    good = _signed(app_name, 7)
+    await store.publish(MODEL, 6, _signed(app_name, 6), make_current=False)
+    await store.put_raw(MODEL, 7, {"meta": good.meta, "blob": good.blob + b".", "kid": "k1", "sig": good.signature.digest})
+    await store.set_current(MODEL, 7)
+    await watcher.check()
+    assert holder.version == 5 and "bad signature" in watcher.refused[7]
+    await watcher.check(6)
+    assert holder.version == 6 and holder.swaps == 4
+
+
 async def test_watcher_refuses_version_hash_with_missing_fields(store: ModelStore, app_name: str) -> None:
     holder = ModelHolder()
     watcher = _watcher(store, holder)

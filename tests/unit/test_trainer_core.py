@@ -243,8 +243,7 @@ def test_regression_outcome_and_metrics() -> None:
 )
 def test_metric_names_per_task(task: Task, names: set[str]) -> None:
     snap = ProgressiveMetrics(task).snapshot()
-    # ROC AUC is all-time only: a rolling one would dominate the hot loop.
-    assert set(snap) == names | {f"{n}_recent" for n in names if n != "roc_auc"}
+    assert set(snap) == names | {f"{n}_recent" for n in names}
     assert primary_metric(task) in names
 
 

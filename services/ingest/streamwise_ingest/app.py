@@ -27,7 +27,9 @@ from streamwise_core.http import (
 )
 from streamwise_core.kafka import make_producer
 from streamwise_core.schema import features_json_schema, label_json_schema
+from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
 
+from .observability import IngestMetrics
 from .parsing import parse_items
 from .settings import IngestSettings
 from .sink import KafkaSink
@@ -111,7 +113,10 @@ def label_schema(spec: AppSpec) -> dict[str, Any]:
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
+    configure_logging(settings.log_level, "ingest", json=settings.log_format == "json")
     spec, topics = settings.spec, settings.topics
+    registry = metrics_registry()
+    metrics = IngestMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +152,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         """Accept one event, a JSON list of events, or NDJSON; all or nothing."""
         events = validate_events(spec, await items_of(request))
         await request.app.state.sink.write(topics.events, [(e.id.encode(), e.to_bytes()) for e in events])
+        metrics.accepted.labels("events").inc(len(events))
         return Accepted(accepted=len(events), ids=[e.id for e in events])
 
     @app.post(
@@ -161,6 +167,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         """
         labels = validate_labels(spec, await items_of(request))
         await request.app.state.sink.write(topics.labels, [(x.id.encode(), x.to_bytes()) for x in labels])
+        metrics.accepted.labels("labels").inc(len(labels))
         return Accepted(accepted=len(labels), ids=[x.id for x in labels])
 
     @app.get("/healthz")
@@ -178,4 +185,5 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             ready = False
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    instrument_app(app, "ingest", registry, on_response=metrics.on_response)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,8 +19,10 @@ from streamwise_core.http import BodyLimit, Problem, install_error_handlers, jso
 from streamwise_core.kafka import make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
+from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
 
-from .holder import ModelHolder, ServedModel
+from .holder import ServedModel
+from .observability import ObservedHolder, PredictorMetrics, RefusedVersions
 from .service import (
     BatchResponse,
     Prediction,
@@ -31,6 +34,7 @@ from .service import (
     parse_instance,
     predict_instances,
 )
+from .loading import LoadPolicy, ModelLoader
 from .settings import PredictorSettings
 from .watcher import VersionWatcher
 
@@ -51,14 +55,21 @@ class Ready(BaseModel):
 
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     settings = settings or PredictorSettings()
+    configure_logging(settings.log_level, "predictor", json=settings.log_format == "json")
     spec, topics = settings.spec, settings.topics
     model_name = spec.model.name
-    holder = ModelHolder()
+    registry = metrics_registry()
+    metrics = PredictorMetrics(registry, model_name)
+    holder = ObservedHolder(metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, spec.name)
-        watcher = VersionWatcher(store, Signer(settings.signing_key_map), holder, model_name, settings.poll_interval_ms / 1000)
+        loader = ModelLoader(LoadPolicy(cpu_share=settings.swap_load_cpu_share, gc_freeze=settings.swap_gc_freeze))
+        watcher = VersionWatcher(
+            store, Signer(settings.signing_key_map), holder, model_name, settings.poll_interval_ms / 1000, loader=loader,
+        )
+        watcher.refused = RefusedVersions(metrics)
         producer = make_producer(settings.kafka, client_id=f"{spec.name}-predictor")
         await producer.start()
         app.state.watcher = watcher
@@ -113,7 +124,9 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         instance = parse_instance(await json_body(request))
         check_instances(spec, [instance])
         model = served()
+        started = time.perf_counter()
         [p] = predict_instances(spec, model, [instance])
+        metrics.predicted("single", 1, time.perf_counter() - started)
         await record(request, model, [p])
         return PredictionResponse(**p.model_dump(), model=model.meta.model, version=model.meta.version)
 
@@ -126,7 +139,9 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         batch = parse_batch(await json_body(request), settings.max_batch)
         check_instances(spec, batch.instances)
         model = served()
+        started = time.perf_counter()
         predictions = predict_instances(spec, model, batch.instances)
+        metrics.predicted("batch", len(predictions), time.perf_counter() - started)
         await record(request, model, predictions)
         return BatchResponse(model=model.meta.model, version=model.meta.version, predictions=predictions)
 
@@ -150,4 +165,5 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         version = holder.version
         return JSONResponse({"ready": version is not None, "version": version}, status_code=200 if version is not None else 503)
 
+    instrument_app(app, "predictor", registry)
     return app

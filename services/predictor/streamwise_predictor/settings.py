@@ -1,6 +1,8 @@
-"""Predictor settings: the shared ones plus swap polling and request limits."""
+"""Predictor settings: the shared ones plus swap polling, model loading and request limits."""
 
 from __future__ import annotations
+
+from pydantic import Field
 
 from streamwise_core.settings import Settings
 
@@ -8,5 +10,12 @@ from streamwise_core.settings import Settings
 class PredictorSettings(Settings):
     poll_interval_ms: int = 1000
     """Also poll the current version, since Redis pub/sub can drop a message."""
+    swap_load_cpu_share: float = Field(default=0.25, gt=0, le=1)
+    """Largest share of one CPU that loading a new model version may take (the loading thread
+    pauses so often): serving keeps the rest. 1 = load at full speed. A 37 MB ensemble loads in
+    ~1.2 s at full speed, ~5 s at 0.25; a small model is never paused (bench/README.md)."""
+    swap_gc_freeze: bool = True
+    """No full garbage collection while a model loads, then ``gc.freeze()``, so that later
+    collections never walk the models' objects (a full pass over a 37 MB ensemble: ~300 ms)."""
     max_batch: int = 1000
     max_body_bytes: int = 2 * 1024 * 1024

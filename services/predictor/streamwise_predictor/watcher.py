@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streamwise_core.codec import unpack
 from streamwise_core.errors import BackendUnavailable, BlobRefused
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
 
 from .holder import ModelHolder, ServedModel
+from .loading import ModelLoader
 
 log = logging.getLogger(__name__)
 
@@ -18,22 +18,30 @@ log = logging.getLogger(__name__)
 class VersionWatcher:
     """Listens to pub/sub and polls the current pointer; refused blobs are never retried."""
 
-    def __init__(self, store: ModelStore, signer: Signer, holder: ModelHolder, model: str, poll_interval_s: float) -> None:
+    def __init__(
+        self, store: ModelStore, signer: Signer, holder: ModelHolder, model: str, poll_interval_s: float,
+        *, loader: ModelLoader | None = None,
+    ) -> None:
         self._store = store
         self._signer = signer
         self._holder = holder
         self._model = model
         self._poll_interval_s = poll_interval_s
         self._lock = asyncio.Lock()
+        """One load at a time: a large model's load must not share the CPU with another's."""
+        self._loader = loader or ModelLoader()
         self.refused: dict[int, str] = {}
 
     async def check(self, version: int | None = None) -> None:
-        """Load ``version`` (default: the current pointer) if it is newer than what is served."""
+        """Load ``version`` or the current pointer, whichever is newer, if it is newer than what
+        is served. Versions announced while another one loaded are skipped once the pointer has
+        moved past them: only the newest is loaded (a pointer moved back by hand never wins)."""
         async with self._lock:
-            if version is None:
-                version = await self._store.current_version(self._model)
-            if version is None or version in self.refused:
+            current = await self._store.current_version(self._model)
+            candidates = [v for v in (version, current) if v is not None and v not in self.refused]
+            if not candidates:
                 return
+            version = max(candidates)
             if self._holder.version is not None and version <= self._holder.version:
                 return
             try:
@@ -48,7 +56,8 @@ class VersionWatcher:
                 return
             try:
                 # Verifying and unpickling a large model takes time: keep it off the event loop.
-                meta, model = await asyncio.to_thread(unpack, signed, self._signer)
+                # ModelLoader verifies first, then unpickles gently (GIL, GC and CPU share: loading.py).
+                meta, model = await asyncio.to_thread(self._loader.load, signed, self._signer)
             except BlobRefused as exc:
                 self.refused[version] = str(exc)
                 log.error("refused %s v%s: %s; still serving v%s", self._model, version, exc, self._holder.version)
@@ -57,7 +66,12 @@ class VersionWatcher:
                 self.refused[version] = "metadata names another model or version"
                 log.error("refused %s v%s: metadata says %s v%s", self._model, version, meta.model, meta.version)
                 return
+            previous = self._holder.current
             if self._holder.offer(ServedModel(meta, model)):
+                if previous is not None:
+                    self._loader.retired(previous.model)
+                if (took := self._loader.last).get("total", 0) > 0.1:
+                    log.info("loaded %s v%s in %s", self._model, version, ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
                 log.info("now serving %s v%s", self._model, version)
 
     async def poll(self) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import faust
 
 from streamwise_core.signing import Signer
+from streamwise_core.telemetry import configure_logging
 
 from .app import create_app, prepare
 from .runtime import TrainerRuntime
@@ -16,12 +16,15 @@ from .settings import TrainerSettings
 
 def main() -> None:
     settings = TrainerSettings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    json_logs = settings.log_format == "json"
+    configure_logging(settings.log_level, "trainer", json=json_logs)
     signer = Signer(settings.signing_key_map)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     trainer = asyncio.run(prepare(settings, signer))
     app = create_app(settings, TrainerRuntime(settings, trainer, signer))
-    worker = faust.Worker(app, loglevel=settings.log_level.lower())
+    # Logging is ours (JSON or text, as configured); with JSON logs the banner is left out too.
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=json_logs)
+    worker.spinner = None  # it writes terminal escapes to stdout, a terminal or not
     worker.execute_from_commandline()
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.app.base import BootStrategy
 
 from streamwise_core.http import API_KEY_HEADER, api_key_matches
 from streamwise_core.kafka import ensure_topics
@@ -17,43 +16,33 @@ from streamwise_core.codec import verify
 from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
 
-from .core import Record, Trainer
+from .core import Trainer
+from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointedApp(faust.App):
-    """A faust app whose partitions resume from the trainer's checkpoint.
+class _ServiceOnly(BootStrategy):
+    """Faust without its own Kafka clients: the runtime brings a batch consumer and a producer."""
 
-    Faust seeks every assigned partition to Kafka's committed offset after a rebalance;
-    the committed offset may run ahead of the last checkpoint (faust commits what it has
-    acked), so we seek once more to the checkpoint's position right after it.
-    """
+    enable_kafka = False
+    enable_web = True
 
-    resume_positions: Callable[[], Mapping[str, int]] = dict
 
-    def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
-        seek_to_committed = consumer.perform_seek
-
-        async def perform_seek() -> None:
-            await seek_to_committed()
-            positions = self.resume_positions()
-            for tp in consumer.assignment():
-                last = positions.get(f"{tp.topic}:{tp.partition}")
-                if last is not None:
-                    await consumer.seek(TP(tp.topic, tp.partition), last + 1)
-
-        consumer.perform_seek = perform_seek
-        return consumer
+class TrainerApp(faust.App):
+    BootStrategy = _ServiceOnly
 
 
 def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
-    """Build the faust app; nothing connects until the worker starts."""
-    spec, topics, kafka = settings.spec, settings.topics, settings.kafka
-    app = CheckpointedApp(
+    """Build the faust app; nothing connects until the worker starts.
+
+    Faust runs the service: worker lifecycle and signals, the web server, timers. The hot
+    loop reads Kafka in batches itself (see ``consumer.py``) rather than through an agent.
+    """
+    spec, kafka = settings.spec, settings.kafka
+    app = TrainerApp(
         f"{settings.topic_prefix}-{spec.name}-trainer",
         broker=f"kafka://{kafka.bootstrap}",
         store="memory://",
@@ -71,18 +60,10 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
         value_serializer="raw",
         producer_acks=-1,
     )
-    app.resume_positions = lambda: runtime.trainer.state.offsets
-    source = app.topic(topics.events, topics.labels, key_type=bytes, value_type=bytes)
-    within = settings.batch_within_ms / 1000
 
-    @app.agent(source)
-    async def learn(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_max, within=within):
-            rejected = runtime.handle(
-                Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
-                for e in events
-            )
-            await runtime.after_batch(rejected)
+    @app.task
+    async def learn() -> None:
+        await runtime.run()
 
     @app.timer(interval=max(settings.publish_every_ms / 1000 / 2, 0.01))
     async def publish_on_time() -> None:
@@ -103,6 +84,7 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
             return web.json({"detail": f"missing or invalid {API_KEY_HEADER}"}, status=401)
         return web.json(runtime.status())
 
+    register_observability(app, runtime)
     return app
 
 
@@ -132,6 +114,7 @@ async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
     try:
         checkpoint = await store.load_checkpoint(settings.spec.model.name)
+        published = await store.current_version(settings.spec.model.name)
         await backfill_registry(store, settings, signer)
     finally:
         await store.close()
@@ -140,9 +123,12 @@ async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
         return Trainer(
             settings.spec, settings.topics, join_capacity=settings.join_capacity, dedupe_window=settings.dedupe_window
         )
-    trainer = Trainer.restore(settings.spec, settings.topics, checkpoint, signer, dedupe_window=settings.dedupe_window)
+    trainer = Trainer.restore(
+        settings.spec, settings.topics, checkpoint, signer,
+        dedupe_window=settings.dedupe_window, published_version=published,
+    )
     log.info(
-        "restored checkpoint v%s (%s examples, offsets %s)",
-        trainer.state.version, trainer.examples_seen, trainer.state.offsets,
+        "restored a checkpoint of %s examples (offsets %s); next version v%s",
+        trainer.examples_seen, trainer.state.offsets, trainer.state.version + 1,
     )
     return trainer

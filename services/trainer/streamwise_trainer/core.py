@@ -13,7 +13,7 @@ from streamwise_core.appspec import AppSpec
 from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
 from streamwise_core.events import EventReceived, LabelReceived
 from streamwise_core.pipeline import build_model
-from streamwise_core.schema import feature_errors, label_error, to_model_input
+from streamwise_core.schema import ModelInputReader, feature_errors, label_error
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 
@@ -60,10 +60,11 @@ class TrainerState:
 class Snapshot:
     meta: ModelMeta
     model: SignedBlob
-    checkpoint: SignedBlob
+    checkpoint: SignedBlob | None
 
 
-def _tp(topic: str, partition: int) -> str:
+def position_key(topic: str, partition: int) -> str:
+    """How checkpoints name a partition: ``topic:partition``."""
     return f"{topic}:{partition}"
 
 
@@ -81,6 +82,7 @@ class Trainer:
             learner=OnlineLearner(build_model(spec), spec.task), join=LabelJoin(join_capacity)
         )
         self.skipped = 0
+        self._read_input = ModelInputReader(spec)
 
     @property
     def examples_seen(self) -> int:
@@ -92,7 +94,7 @@ class Trainer:
 
     def handle(self, record: Record) -> Rejected | None:
         """Learn what ``record`` completes; skip what the checkpoint already holds."""
-        tp = _tp(record.topic, record.partition)
+        tp = position_key(record.topic, record.partition)
         if record.offset <= self.state.offsets.get(tp, -1):
             self.skipped += 1
             return None
@@ -112,12 +114,12 @@ class Trainer:
 
     def _on_event(self, record: Record) -> Rejected | None:
         event = EventReceived.from_bytes(record.value or b"")
-        errors = feature_errors(self.spec, event.features)
-        if errors:
-            return Rejected(record, f"features do not match the schema: {errors[:3]}")
+        x = self._read_input(event.features)
+        if x is None:
+            return Rejected(record, f"features do not match the schema: {feature_errors(self.spec, event.features)[:3]}")
         if event.label is not None and (problem := label_error(self.spec, event.label)):
             return Rejected(record, f"label: {problem}")
-        example = self.state.join.on_event(event.id, to_model_input(self.spec, event.features), event.label)
+        example = self.state.join.on_event(event.id, x, event.label)
         if example is not None:
             self._learn(example)
         return None
@@ -144,8 +146,13 @@ class Trainer:
             f"{state.learned_digest}{example.id}".encode(), digest_size=16
         ).hexdigest()
 
-    def snapshot(self, signer: Signer) -> Snapshot:
-        """Sign the model and a checkpoint of the whole state, as the next version."""
+    def snapshot(self, signer: Signer, *, checkpoint: bool = True) -> Snapshot:
+        """Sign the model as the next version, with a checkpoint of the whole state if asked.
+
+        Checkpoints cost far more than the model for some pipelines (a linear model is a few
+        kB, its checkpoint holds the dedupe window and the join buffers), so the runtime
+        takes them less often; a restart then replays a little more, still exactly once.
+        """
         self.state.version += 1
         meta = ModelMeta(
             app=self.spec.name,
@@ -158,19 +165,27 @@ class Trainer:
             offsets=dict(self.state.offsets),
         )
         model = pack(self.state.learner.model, meta, signer)
-        checkpoint = pack(self.state, meta, signer)
+        state = pack(self.state, meta, signer) if checkpoint else None
         # The registry records the served blob's digest, which pack() filled in.
-        return Snapshot(ModelMeta.model_validate_json(model.meta), model, checkpoint)
+        return Snapshot(ModelMeta.model_validate_json(model.meta), model, state)
 
     def mark_published(self, meta: ModelMeta) -> None:
         self.state.published_examples = meta.examples_seen
 
     @classmethod
-    def restore(cls, spec: AppSpec, topics: Topics, checkpoint: SignedBlob, signer: Signer, *, dedupe_window: int = 20_000) -> Trainer:
-        """A trainer that continues from a verified checkpoint."""
+    def restore(
+        cls, spec: AppSpec, topics: Topics, checkpoint: SignedBlob, signer: Signer, *,
+        dedupe_window: int = 20_000, published_version: int | None = None,
+    ) -> Trainer:
+        """A trainer that continues from a verified checkpoint.
+
+        Versions published after the checkpoint keep their numbers: the next version is
+        numbered after ``published_version`` so served versions only ever go up.
+        """
         _, state = unpack(checkpoint, signer)
         if not isinstance(state, TrainerState):
             raise TypeError("checkpoint does not hold a TrainerState")
+        state.version = max(state.version, published_version or 0)
         return cls(spec, topics, state, dedupe_window=dedupe_window)
 
 

@@ -1,27 +1,66 @@
-"""Progressive-validation metrics per task: all-time and over a recent window."""
+"""Progressive-validation metrics per task: all-time and over a recent window.
+
+Every example costs O(1): all-time figures are running sums (ROC AUC from a fine histogram
+of scores), the recent window is a bounded deque of per-example outcomes, and both are only
+summarised when a snapshot is taken. River's metric objects cost more per example than the
+model being scored (a ROC AUC updates ten confusion matrices; a rolling metric reverts one),
+which mattered in the trainer's hot loop.
+"""
 
 from __future__ import annotations
 
+import math
+from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
-
-from river import metrics, utils
 
 from streamwise_core.appspec import RECENT_WINDOW, Task
 
-# ROC AUC keeps a confusion matrix per threshold: all-time only, since a rolling window
-# would revert all of them on every example and dominate the trainer's hot loop.
-_NOT_ROLLED = {"roc_auc"}
+AUC_BINS = 1000
+"""Score histogram resolution: ties closer than 1/1000 count as ties (half a pair)."""
+_EPS = 1e-15
 
 
-def _metric_set(task: Task) -> dict[str, type[metrics.base.Metric]]:
-    match task:
-        case Task.BINARY:
-            return {"accuracy": metrics.Accuracy, "log_loss": metrics.LogLoss, "roc_auc": metrics.ROCAUC}
-        case Task.MULTICLASS:
-            return {"accuracy": metrics.Accuracy, "macro_f1": metrics.MacroF1}
-        case Task.REGRESSION:
-            return {"mae": metrics.MAE, "rmse": metrics.RMSE}
-    raise ValueError(task)
+def _auc(positives: list[int], negatives: list[int]) -> float:
+    """Area under the ROC curve from per-bin counts of positive and negative scores."""
+    total_pos, total_neg = sum(positives), sum(negatives)
+    if not total_pos or not total_neg:
+        return 0.5
+    pairs = 0.0
+    negatives_below = 0
+    for pos, neg in zip(positives, negatives, strict=True):
+        if pos:
+            pairs += pos * (negatives_below + 0.5 * neg)
+        negatives_below += neg
+    return pairs / (total_pos * total_neg)
+
+
+def _score_bin(p_true: float) -> int:
+    return min(int(p_true * AUC_BINS), AUC_BINS - 1)
+
+
+def _log_loss(y_true: bool, p_true: float) -> float:
+    p = min(max(p_true, _EPS), 1 - _EPS)
+    return -math.log(p if y_true else 1 - p)
+
+
+def _macro_f1(pair_counts: Mapping[tuple[Any, Any], int]) -> float:
+    """Mean F1 over every class seen as truth or prediction, from (truth, prediction) counts."""
+    tp: dict[Any, int] = {}
+    fp: dict[Any, int] = {}
+    fn: dict[Any, int] = {}
+    for (y_true, y_pred), count in pair_counts.items():
+        if y_true == y_pred:
+            tp[y_true] = tp.get(y_true, 0) + count
+        else:
+            fp[y_pred] = fp.get(y_pred, 0) + count
+            fn[y_true] = fn.get(y_true, 0) + count
+    classes = tp.keys() | fp.keys() | fn.keys()
+    if not classes:
+        return 0.0
+    return sum(
+        2 * tp.get(c, 0) / (2 * tp.get(c, 0) + fp.get(c, 0) + fn.get(c, 0)) for c in classes
+    ) / len(classes)
 
 
 class ProgressiveMetrics:
@@ -29,28 +68,70 @@ class ProgressiveMetrics:
 
     def __init__(self, task: Task, window: int = RECENT_WINDOW) -> None:
         self.task = task
-        classes = _metric_set(task)
-        self._all: dict[str, Any] = {name: cls() for name, cls in classes.items()}
-        self._recent: dict[str, Any] = {
-            name: utils.Rolling(cls, window_size=window) for name, cls in classes.items() if name not in _NOT_ROLLED
-        }
-        # (metric, wants probabilities) pairs, worked out once instead of per example.
-        self._updates = [
-            (m, not getattr(getattr(m, "obj", m), "requires_labels", True))
-            for m in (*self._all.values(), *self._recent.values())
-        ]
+        self.window = window
+        self.scored = 0
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=window)
+        # all-time running figures; which ones are used depends on the task
+        self._correct = 0
+        self._loss_sum = 0.0
+        self._sq_sum = 0.0
+        self._pos_bins = [0] * AUC_BINS if task is Task.BINARY else []
+        self._neg_bins = [0] * AUC_BINS if task is Task.BINARY else []
+        self._pairs: dict[tuple[Any, Any], int] = {}
 
     def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
-        for metric, wants_proba in self._updates:
-            if wants_proba and proba is not None:
-                metric.update(y_true, proba)
-            elif y_pred is not None:
-                metric.update(y_true, y_pred)
+        """Score one prediction made before learning ``y_true``; no prediction scores nothing."""
+        if y_pred is None:
+            return
+        self.scored += 1
+        match self.task:
+            case Task.BINARY:
+                p_true = proba.get(True, 0.0) if proba else float(y_pred is True)
+                correct = y_pred == y_true
+                loss = _log_loss(bool(y_true), p_true)
+                score_bin = _score_bin(p_true)
+                self._correct += correct
+                self._loss_sum += loss
+                (self._pos_bins if y_true else self._neg_bins)[score_bin] += 1
+                self._recent.append((correct, loss, bool(y_true), score_bin))
+            case Task.MULTICLASS:
+                self._correct += y_pred == y_true
+                self._pairs[(y_true, y_pred)] = self._pairs.get((y_true, y_pred), 0) + 1
+                self._recent.append((y_true, y_pred))
+            case Task.REGRESSION:
+                error = float(y_pred) - float(y_true)
+                self._loss_sum += abs(error)
+                self._sq_sum += error * error
+                self._recent.append((error,))
 
     def snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, metric in self._all.items():
-            out[name] = float(metric.get())
-        for name, metric in self._recent.items():
-            out[f"{name}_recent"] = float(metric.get())
-        return out
+        n, recent = self.scored, self._recent
+        k = len(recent)
+        match self.task:
+            case Task.BINARY:
+                pos, neg = [0] * AUC_BINS, [0] * AUC_BINS
+                for _, _, positive, score_bin in recent:
+                    (pos if positive else neg)[score_bin] += 1
+                return {
+                    "accuracy": self._correct / n if n else 0.0,
+                    "log_loss": self._loss_sum / n if n else 0.0,
+                    "roc_auc": _auc(self._pos_bins, self._neg_bins),
+                    "accuracy_recent": sum(r[0] for r in recent) / k if k else 0.0,
+                    "log_loss_recent": sum(r[1] for r in recent) / k if k else 0.0,
+                    "roc_auc_recent": _auc(pos, neg),
+                }
+            case Task.MULTICLASS:
+                return {
+                    "accuracy": self._correct / n if n else 0.0,
+                    "macro_f1": _macro_f1(self._pairs),
+                    "accuracy_recent": sum(t == p for t, p in recent) / k if k else 0.0,
+                    "macro_f1_recent": _macro_f1(Counter(recent)),
+                }
+            case Task.REGRESSION:
+                return {
+                    "mae": self._loss_sum / n if n else 0.0,
+                    "rmse": math.sqrt(self._sq_sum / n) if n else 0.0,
+                    "mae_recent": sum(abs(e) for (e,) in recent) / k if k else 0.0,
+                    "rmse_recent": math.sqrt(sum(e * e for (e,) in recent) / k) if k else 0.0,
+                }
+        raise ValueError(self.task)

@@ -1,11 +1,11 @@
-"""Glue between faust and the pure trainer: batches in, dead letters and versions out."""
+"""Glue between Kafka, Redis and the pure trainer: batches in, dead letters and versions out."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 
@@ -16,6 +16,7 @@ from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
 from streamwise_core.signing import Signer
 
+from .consumer import BatchConsumer
 from .core import Record, Rejected, Snapshot, Trainer
 from .publisher import Publisher
 from .settings import TrainerSettings
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_PUBLISH_BACKOFF_S = 2.0
 """Longest wait between two tries to publish while Redis is away."""
+FINAL_CHECKPOINT_TIMEOUT_S = 5.0
 
 
 class TrainerRuntime:
@@ -36,6 +38,10 @@ class TrainerRuntime:
         self._lock = asyncio.Lock()
         self._started = False
         self._last_publish = time.monotonic()
+        self._last_checkpoint = float("-inf")  # the first version always carries one
+        self._next_publish_at = 0.0
+        self._checkpoint_behind = False
+        """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
         self._pending: Snapshot | None = None
         """A snapshot whose publication failed: it is retried as is, so version numbers have no
         gaps and a write that landed although its reply was lost is never contradicted."""
@@ -46,6 +52,11 @@ class TrainerRuntime:
         self._producer: AIOKafkaProducer | None = None
         self._publisher: Publisher | None = None
         self._store: ModelStore | None = None
+        self._consumer: BatchConsumer | None = None
+        self.on_published: Callable[[Snapshot, float, float], None] | None = None
+        """Called after each publication with the snapshot, how long publishing took and how long
+        its oldest example had waited since it was learned (see observability.py)."""
+        self._unpublished_since: float | None = None
 
     async def start(self) -> None:
         if self._started:
@@ -61,11 +72,40 @@ class TrainerRuntime:
             self._store = store
             self._started = True
 
+    async def run(self) -> None:
+        """Learn from every partition of the events and labels topics until cancelled."""
+        await self.start()
+        s = self.settings
+        offsets = self.trainer.state.offsets
+        consumer = BatchConsumer(
+            s.kafka, [s.topics.events, s.topics.labels],
+            client_id=f"{s.spec.name}-trainer",
+        )
+        await consumer.start(offsets)
+        self._consumer = consumer
+        try:
+            while True:
+                records = await consumer.next_batch(offsets, max_records=s.batch_max, timeout_ms=s.batch_wait_ms)
+                if records:
+                    await self.after_batch(self.handle(records))
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def lag(self) -> dict[str, int]:
+        """Records waiting per partition; empty before the consumer has started."""
+        return await self._consumer.lag() if self._consumer is not None else {}
+
     async def stop(self) -> None:
         """Close the clients this runtime opened (on a graceful worker shutdown)."""
         if not self._started:
             return
         assert self._publisher is not None and self._producer is not None and self._store is not None
+        try:
+            async with asyncio.timeout(FINAL_CHECKPOINT_TIMEOUT_S):
+                await self.checkpoint_now()
+        except TimeoutError:
+            log.warning("no final checkpoint within %ss: a restart replays since the last one", FINAL_CHECKPOINT_TIMEOUT_S)
         await self._publisher.close()
         await self._producer.stop()
         await self._store.close()
@@ -81,9 +121,11 @@ class TrainerRuntime:
 
     async def after_batch(self, rejected: list[Rejected]) -> None:
         await self.start()
+        if self._unpublished_since is None and self.trainer.unpublished > 0:
+            self._unpublished_since = time.monotonic()
         for item in rejected:
             await self._dead_letter(item)
-        if self.trainer.unpublished >= self.settings.publish_every_n and self._may_publish():
+        if self._publish_due() and self._may_publish():
             await self.publish()
 
     async def tick(self) -> None:
@@ -91,16 +133,41 @@ class TrainerRuntime:
         publication after its backoff; keep the registry backlog draining."""
         await self.start()
         assert self._publisher is not None
-        elapsed_ms = (time.monotonic() - self._last_publish) * 1000
-        due = self._pending is not None or (
-            self.trainer.unpublished > 0 and elapsed_ms >= self.settings.publish_every_ms
-        )
-        if due and self._may_publish():
+        if self._publish_due() and self._may_publish():
             await self.publish()
         self._publisher.schedule_flush()
 
+    def _publish_due(self) -> bool:
+        """A failed publication to retry, ``publish_every_n`` new examples, or anything new
+        after ``publish_every_ms``."""
+        if self._pending is not None:
+            return True
+        now = time.monotonic()
+        unpublished = self.trainer.unpublished
+        if unpublished <= 0 or now < self._next_publish_at:
+            return False
+        elapsed_ms = (now - self._last_publish) * 1000
+        return unpublished >= self.settings.publish_every_n or elapsed_ms >= self.settings.publish_every_ms
+
     def _may_publish(self) -> bool:
         return time.monotonic() >= self._retry_at
+
+    def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
+        s = self.settings
+        checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
+        started = time.monotonic()
+        snapshot = self.trainer.snapshot(self.signer, checkpoint=checkpoint)
+        cost = time.monotonic() - started
+        self._next_publish_at = started + cost / max(min(s.publish_busy_max, 1.0), 0.01)
+        return snapshot
+
+    async def checkpoint_now(self) -> None:
+        """Publish what is new with a checkpoint, so a restart has nothing to replay."""
+        async with self._lock:
+            if self._pending is None and (self.trainer.unpublished > 0 or self._checkpoint_behind):
+                self._pending = self._snapshot(checkpoint=True)
+        if self._pending is not None:
+            await self.publish()
 
     async def publish(self) -> None:
         """Publish a new version, or retry the one that could not be published.
@@ -113,8 +180,9 @@ class TrainerRuntime:
             if self._pending is None:
                 if self.trainer.unpublished <= 0:
                     return  # published meanwhile by the other caller (batch or timer)
-                self._pending = self.trainer.snapshot(self.signer)
+                self._pending = self._snapshot()
             snapshot = self._pending
+            started = time.monotonic()
             try:
                 await self._publisher.publish(snapshot)
             except Exception as exc:  # noqa: BLE001 - BackendUnavailable, or anything else: retry later
@@ -127,14 +195,31 @@ class TrainerRuntime:
                 )
                 return
             self._pending = None
+            if snapshot.checkpoint is not None:
+                self._last_checkpoint = started
+                self._checkpoint_behind = False
+            else:
+                self._checkpoint_behind = True
             self._backoff_s = 0.0
             self._retry_at = 0.0
             self._last_publish = time.monotonic()
             self.trainer.mark_published(snapshot.meta)
+            self._observe_publish(snapshot, started)
             log.info(
                 "published %s v%s after %s examples %s",
                 snapshot.meta.model, snapshot.meta.version, snapshot.meta.examples_seen, snapshot.meta.metrics,
             )
+
+    def _observe_publish(self, snapshot: Snapshot, started: float) -> None:
+        now = time.monotonic()
+        waited = now - (self._unpublished_since if self._unpublished_since is not None else started)
+        # Examples learned while this version was being published wait for the next one.
+        self._unpublished_since = started if self.trainer.unpublished > 0 else None
+        if self.on_published is not None:
+            try:
+                self.on_published(snapshot, now - started, waited)
+            except Exception:  # noqa: BLE001 - observing must never stop publishing
+                log.exception("publication observer failed")
 
     async def _dead_letter(self, item: Rejected) -> None:
         assert self._producer is not None
@@ -146,7 +231,9 @@ class TrainerRuntime:
             reason=item.reason[:2000], consumer="trainer",
         )
         self.dead_letters += 1
-        log.warning("dead letter %s:%s@%s: %s", r.topic, r.partition, r.offset, item.reason[:300])
+        log.warning(
+            "dead letter %s:%s@%s: %s", r.topic, r.partition, r.offset, item.reason[:300], extra={"event_id": letter.key}
+        )
         await self._producer.send_and_wait(self.settings.topics.dead_letters, letter.to_bytes(), key=r.key)
 
     def status(self) -> dict[str, object]:

@@ -10,10 +10,18 @@ from streamwise_core.settings import Settings
 class TrainerSettings(Settings):
     publish_every_n: int = 1000
     """Publish a version after this many newly learned examples..."""
-    publish_every_ms: int = 200
-    """...or after this many milliseconds with anything new, whichever comes first."""
-    batch_max: int = 1000
-    batch_within_ms: int = 20
+    publish_every_ms: int = 100
+    """...or after this many milliseconds with anything new, whichever comes first..."""
+    publish_busy_max: float = 0.25
+    """...but spend at most this share of the time serialising versions: a model that takes
+    50 ms to pickle is published every 200 ms at most, one that takes 5 s every 20 s."""
+    checkpoint_every_ms: int = 2000
+    """Checkpoint the whole state with a version at most this often (and on shutdown); a
+    restart replays what came after the last checkpoint, exactly once."""
+    batch_max: int = 500
+    """Most records learned between two turns of the event loop (web, timers, publishing)."""
+    batch_wait_ms: int = 20
+    """How long a fetch waits for records when none are buffered."""
     join_capacity: int = 100_000
     dedupe_window: int = 20_000
     """How many recently learned event ids are remembered to ignore redeliveries."""

@@ -18,6 +18,7 @@ from streamwise_core.http import install_error_handlers
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
 from streamwise_core.signing import Signer
+from streamwise_core.telemetry import configure_logging, instrument_app
 
 from .api import router
 from .deps import Services
@@ -34,6 +35,7 @@ SHUTDOWN_GRACE_S = 3.0
 def create_app(settings: WebappSettings | None = None) -> FastAPI:
     """Build the app; Redis and the registry are connected only when the lifespan starts."""
     settings = settings or WebappSettings()
+    configure_logging(settings.log_level, "webapp", json=settings.log_format == "json")
     spec = settings.spec
     template = load_template()
     version = asset_version()
@@ -91,6 +93,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             },
         )
 
+    instrument_app(app, "webapp")
     return app
 
 

@@ -1,0 +1,102 @@
+"""Batches of records from every partition of the trainer's topics, from where it stopped.
+
+The trainer is the single writer of its model and keeps its own offsets in each checkpoint,
+so it needs neither a consumer group's partition balancing nor its committed offsets: it
+assigns itself every partition and seeks to the checkpoint's positions. Its lag is exported
+on ``/metrics`` (``streamwise_trainer_consumer_lag``), since no group offsets exist to show it.
+
+Faust's agents hand records over one at a time through two asyncio tasks each; fetching
+batches with aiokafka's ``getmany`` costs a few microseconds per record instead (see
+``bench/consumer_overhead.py``), which is most of the difference between keeping up with a
+stream and falling behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamwise_core.settings import KafkaSettings
+
+from .core import Record, position_key
+
+log = logging.getLogger(__name__)
+
+PARTITION_REFRESH_S = 30.0
+"""How often the consumer looks for partitions added to its topics."""
+
+
+class BatchConsumer:
+    """Every partition of ``topics``, read in batches from checkpointed positions."""
+
+    def __init__(self, kafka: KafkaSettings, topics: list[str], client_id: str) -> None:
+        self._topics = topics
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap,
+            group_id=None,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=kafka.request_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+        self._assigned: set[TopicPartition] = set()
+        self._next_refresh = 0.0
+
+    async def start(self, positions: Mapping[str, int]) -> None:
+        """Connect, assign every partition and seek each past its last learned offset."""
+        await self._consumer.start()
+        await self._assign_all(positions)
+
+    async def _assign_all(self, positions: Mapping[str, int]) -> None:
+        # Track our topics' metadata (what subscribe() would do) and refresh it, so
+        # partitions added since the last look are seen.
+        client = self._consumer._client  # noqa: SLF001 - aiokafka has no public call for this
+        client.set_topics(self._topics)
+        await client.force_metadata_update()
+        partitions = {
+            TopicPartition(topic, p)
+            for topic in self._topics
+            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+        }
+        self._next_refresh = time.monotonic() + PARTITION_REFRESH_S
+        if partitions == self._assigned:
+            return
+        added = partitions - self._assigned
+        self._consumer.assign(sorted(partitions))
+        self._assigned = partitions
+        for tp in sorted(added):
+            last = positions.get(position_key(tp.topic, tp.partition))
+            if last is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, last + 1)
+        log.info("consuming %s", ", ".join(position_key(tp.topic, tp.partition) for tp in sorted(partitions)))
+
+    async def next_batch(self, positions: Mapping[str, int], *, max_records: int, timeout_ms: int) -> list[Record]:
+        """The next records (at most ``max_records``), or none after ``timeout_ms``."""
+        if time.monotonic() >= self._next_refresh:
+            await self._assign_all(positions)
+        fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value)
+            for messages in fetched.values()
+            for m in messages
+        ]
+
+    async def lag(self) -> dict[str, int]:
+        """Records not yet consumed, per partition (end offset minus position)."""
+        if not self._assigned:
+            return {}
+        ends = await self._consumer.end_offsets(list(self._assigned))
+        return {
+            position_key(tp.topic, tp.partition): max(end - await self._consumer.position(tp), 0)
+            for tp, end in ends.items()
+        }
+
+    async def stop(self) -> None:
+        await self._consumer.stop()

@@ -1,0 +1,72 @@
+"""When the trainer publishes, when a version carries a checkpoint, and how restarts number versions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from streamwise_trainer.core import Trainer
+
+from .trainer_support import SIGNER, records, runtime_without_clients
+
+
+def published(runtime) -> list[tuple[int, bool]]:  # type: ignore[no-untyped-def]
+    return runtime._publisher.published_with_checkpoint  # type: ignore[no-any-return]
+
+
+def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() -> None:
+    runtime = runtime_without_clients(publish_every_n=10, publish_every_ms=10**6, checkpoint_every_ms=300, publish_busy_max=1.0)
+
+    async def go() -> None:
+        for batch in range(4):
+            await runtime.after_batch(runtime.handle(records(runtime, 10, start=batch * 10)))
+        await asyncio.sleep(0.35)
+        await runtime.after_batch(runtime.handle(records(runtime, 10, start=40)))
+
+    asyncio.run(go())
+    assert published(runtime) == [(1, True), (2, False), (3, False), (4, False), (5, True)]
+
+
+def test_serialising_takes_at_most_the_configured_share_of_the_time() -> None:
+    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=0.01)
+
+    async def go() -> float:
+        started = time.monotonic()
+        for i in range(30):
+            await runtime.after_batch(runtime.handle(records(runtime, 1, start=i)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(go())
+    # Without the budget each batch would publish (30 versions); with 1 % of the time for
+    # serialising, the next version waits 99 times as long as the last one took.
+    assert 1 <= len(published(runtime)) < 30
+    assert runtime.trainer.unpublished > 0
+    assert elapsed < 5
+
+
+def test_shutdown_checkpoint_publishes_what_is_new_with_a_checkpoint() -> None:
+    runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=10**6)
+
+    async def go() -> None:
+        await runtime.after_batch(runtime.handle(records(runtime, 20)))
+        await runtime.checkpoint_now()
+        await runtime.checkpoint_now()  # nothing new: nothing published
+
+    asyncio.run(go())
+    assert published(runtime) == [(1, True)]
+    assert runtime.trainer.unpublished == 0
+
+
+def test_restore_numbers_the_next_version_after_the_newest_published() -> None:
+    runtime = runtime_without_clients()
+    trainer = runtime.trainer
+    runtime.handle(records(runtime, 30))
+    snapshot = trainer.snapshot(SIGNER)  # v1 with its checkpoint
+    assert snapshot.checkpoint is not None
+    later = trainer.snapshot(SIGNER, checkpoint=False)
+    assert later.checkpoint is None and later.meta.version == 2
+    restored = Trainer.restore(trainer.spec, trainer.topics, snapshot.checkpoint, SIGNER, published_version=2)
+    assert restored.snapshot(SIGNER).meta.version == 3
+    assert restored.examples_seen == 30
+    older = Trainer.restore(trainer.spec, trainer.topics, snapshot.checkpoint, SIGNER, published_version=None)
+    assert older.snapshot(SIGNER).meta.version == 2

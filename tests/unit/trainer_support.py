@@ -1,0 +1,54 @@
+"""A trainer runtime without Kafka or Redis, for unit tests of what it decides."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streamwise_core.events import EventReceived
+from streamwise_core.signing import Signer
+from streamwise_devstack.fraud import FraudStream
+from streamwise_trainer.core import Record, Snapshot, Trainer
+from streamwise_trainer.runtime import TrainerRuntime
+from streamwise_trainer.settings import TrainerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SIGNER = Signer({"k1": b"unit-test-signing-key-0123456789"})
+MODEL = "fraud-lr"
+
+
+class FakePublisher:
+    registry_backlog = 0
+    registry_failures = 0
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+        self.published_with_checkpoint: list[tuple[int, bool]] = []
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        self.published.append(snapshot.meta.version)
+        self.published_with_checkpoint.append((snapshot.meta.version, snapshot.checkpoint is not None))
+
+
+def trainer_settings(**changes: Any) -> TrainerSettings:
+    return TrainerSettings(app_spec=ROOT / "examples" / "fraud" / "streamwise.toml", _env_file=None, **changes)  # type: ignore[call-arg]
+
+
+def runtime_without_clients(**changes: Any) -> TrainerRuntime:
+    settings = trainer_settings(**changes)
+    runtime = TrainerRuntime(settings, Trainer(settings.spec, settings.topics), SIGNER)
+    runtime._started = True  # clients are never used below: no Kafka, no Redis
+    runtime._publisher = FakePublisher()  # type: ignore[assignment]
+    return runtime
+
+
+def records(runtime: TrainerRuntime, n: int, start: int = 0) -> list[Record]:
+    topic = runtime.settings.topics.events
+    out = []
+    for i, g in enumerate(FraudStream(seed=3, drift_at=10**9).take(start + n)[start:], start):
+        value_ = EventReceived(id=g.id, features=g.features, label=g.label, timestamp=datetime.now(UTC)).to_bytes()
+        out.append(Record(topic, 0, i, g.id.encode(), value_))
+    return out
+
+
