@@ -127,7 +127,7 @@ def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServ
         first: tuple[float, int] | None = None
         last_progress = (time.perf_counter(), -1)
         while True:
-            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
+            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=30, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
             now = time.perf_counter()
             progress.update(task, completed=seen)
             if seen != last_progress[1]:

@@ -91,17 +91,23 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
 async def backfill_registry(store: ModelStore, settings: TrainerSettings, signer: Signer) -> None:
     """Record versions that reached Redis but not the registry before the last crash."""
     spec = settings.spec
-    current = await store.current_version(spec.model.name)
+    latest = await store.latest_version(spec.model.name)
     registry = Registry.from_url(settings.database_url)
     try:
         recorded = await asyncio.to_thread(registry.versions, spec.name, spec.model.name, 1)
         start = recorded[0].version + 1 if recorded else 1
-        for version in range(start, (current or 0) + 1):
+        for version in range(start, (latest or 0) + 1):
             signed = await store.load(spec.model.name, version)
             if signed is None:
                 continue
             meta = verify(signed, signer)
-            await asyncio.to_thread(registry.record_version, meta, signed.signature.key_id)
+            gate = await store.load_gate(spec.model.name, version)
+            held = gate is not None and gate.get("status") == "held_back"
+            await asyncio.to_thread(
+                registry.record_version, meta, signed.signature.key_id,
+                status="held_back" if held else "served",
+                hold_reason=str(gate.get("reason")) if held and gate else None, gate=gate,
+            )
             log.info("registry backfilled with v%s from the model store", version)
     finally:
         registry.close()
@@ -114,7 +120,8 @@ async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
     try:
         checkpoint = await store.load_checkpoint(settings.spec.model.name)
-        published = await store.current_version(settings.spec.model.name)
+        # Held-back versions are above the current one: number the next after every stored one.
+        published = await store.latest_version(settings.spec.model.name)
         await backfill_registry(store, settings, signer)
     finally:
         await store.close()

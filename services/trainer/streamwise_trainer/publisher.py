@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -13,7 +15,8 @@ from aiokafka.errors import KafkaError
 from streamwise_core.codec import ModelMeta
 from streamwise_core.events import ModelPublished
 from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
+from streamwise_core.lifecycle import SERVED, GateDecision
+from streamwise_core.registry import Lineage, Registry
 
 from .core import Snapshot
 
@@ -24,6 +27,20 @@ def _retrieve(future: asyncio.Future[object]) -> None:
     """Mark a fire-and-forget delivery's failure as seen (it was logged where it matters)."""
     if not future.cancelled():
         future.exception()
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    meta: ModelMeta
+    key_id: str
+    lineage: Lineage | None = None
+    status: str = SERVED
+    hold_reason: str | None = None
+    gate: dict[str, object] | None = None
+
+
+Decide = Callable[[ModelMeta, bytes | None], GateDecision]
+"""The validation gate: the candidate's metadata and the served version's (``None``: none)."""
 
 
 class Publisher:
@@ -40,6 +57,7 @@ class Publisher:
     def __init__(
         self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
         announce_timeout_s: float = 2.0, registry_wait_s: float = 1.0, max_backoff_s: float = 5.0,
+        decide: Decide | None = None, lineage: Callable[[ModelMeta], Lineage] | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -48,7 +66,11 @@ class Publisher:
         self._announce_timeout_s = announce_timeout_s
         self._registry_wait_s = registry_wait_s
         self._max_backoff_s = max_backoff_s
-        self._unrecorded: deque[tuple[ModelMeta, str]] = deque()
+        self._decide = decide
+        self._lineage = lineage
+        self.held_back = 0
+        self.last_decision: dict[str, object] | None = None
+        self._unrecorded: deque[_Unrecorded] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._backoff_s = 0.0
         self._retry_at = 0.0
@@ -62,9 +84,29 @@ class Publisher:
         caller retries the same snapshot rather than a new version number.
         """
         meta = snapshot.meta
-        await self._store.publish(meta.model, meta.version, snapshot.model, checkpoint=snapshot.checkpoint)
-        if all(queued.version != meta.version for queued, _ in self._unrecorded):
-            self._unrecorded.append((meta, snapshot.model.signature.key_id))
+        status, reason, record = SERVED, None, None
+        if self._decide is None:
+            await self._store.publish(meta.model, meta.version, snapshot.model, checkpoint=snapshot.checkpoint)
+        else:
+            decide = self._decide
+
+            def gate(current: int | None, served_meta: bytes | None) -> tuple[bool, dict[str, object]]:
+                decision = decide(meta, served_meta)
+                return decision.serve, {**decision.as_dict(), "served_version": current}
+
+            serve, record = await self._store.publish_gated(
+                meta.model, meta.version, snapshot.model, gate, checkpoint=snapshot.checkpoint,
+            )
+            self.last_decision = record
+            if not serve:
+                status, reason = str(record.get("status")), str(record.get("reason"))
+                self.held_back += 1
+                log.warning("held back %s v%s: %s", meta.model, meta.version, reason)
+        if all(queued.meta.version != meta.version for queued in self._unrecorded):
+            lineage = self._lineage(meta) if self._lineage is not None else None
+            self._unrecorded.append(_Unrecorded(
+                meta, snapshot.model.signature.key_id, lineage, status, reason, record,
+            ))
         flusher = self.schedule_flush()
         if flusher is not None:
             # Usually the row lands in milliseconds; a database that hangs delays this once.
@@ -105,9 +147,13 @@ class Publisher:
 
     async def _flush(self) -> None:
         while self._unrecorded:
-            meta, key_id = self._unrecorded[0]
+            row = self._unrecorded[0]
+            meta = row.meta
             try:
-                await asyncio.to_thread(self._registry.record_version, meta, key_id)
+                await asyncio.to_thread(
+                    self._registry.record_version, meta, row.key_id, lineage=row.lineage,
+                    status=row.status, hold_reason=row.hold_reason, gate=row.gate,
+                )
             except Exception as exc:  # noqa: BLE001 - any database failure only defers the row
                 self.registry_failures += 1
                 self._backoff_s = min(max(self._backoff_s * 2, 0.2), self._max_backoff_s)

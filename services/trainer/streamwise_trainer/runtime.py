@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 
+from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import DeadLettered
+from streamwise_core.events import DeadLettered, utcnow
 from streamwise_core.kafka import make_producer
 from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
+from streamwise_core.lifecycle import GateDecision, decide
+from streamwise_core.registry import Lineage, Registry
 from streamwise_core.signing import Signer
 
 from .consumer import BatchConsumer
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_PUBLISH_BACKOFF_S = 2.0
 """Longest wait between two tries to publish while Redis is away."""
 FINAL_CHECKPOINT_TIMEOUT_S = 5.0
+LOOP_TURN_S = 0.05
+"""Longest stretch of learning before other tasks (health checks, timers) get a turn."""
 
 
 class TrainerRuntime:
@@ -36,6 +42,8 @@ class TrainerRuntime:
         self.trainer = trainer
         self.signer = signer
         self._lock = asyncio.Lock()
+        self._state_lock = asyncio.Lock()
+        """Held while learning and while serialising in a worker thread: never both at once."""
         self._started = False
         self._last_publish = time.monotonic()
         self._last_checkpoint = float("-inf")  # the first version always carries one
@@ -57,6 +65,10 @@ class TrainerRuntime:
         """Called after each publication with the snapshot, how long publishing took and how long
         its oldest example had waited since it was learned (see observability.py)."""
         self._unpublished_since: float | None = None
+        spec_json = settings.spec.model_dump_json()
+        self._spec = (hashlib.sha256(spec_json.encode()).hexdigest(), spec_json)
+        self._learned_since: tuple[dict[str, int], datetime] = (dict(trainer.state.offsets), utcnow())
+        """Offsets and time where what the next version adds began (lineage)."""
 
     async def start(self) -> None:
         if self._started:
@@ -68,7 +80,10 @@ class TrainerRuntime:
             store = ModelStore.from_url(s.redis_url, s.topic_prefix, s.spec.name)
             self._producer = make_producer(s.kafka, client_id=f"{s.spec.name}-trainer")
             await self._producer.start()
-            self._publisher = Publisher(store, Registry.from_url(s.database_url), self._producer, s.topics.models)
+            self._publisher = Publisher(
+                store, Registry.from_url(s.database_url), self._producer, s.topics.models,
+                decide=self.gate, lineage=self.lineage,
+            )
             self._store = store
             self._started = True
 
@@ -87,10 +102,33 @@ class TrainerRuntime:
             while True:
                 records = await consumer.next_batch(offsets, max_records=s.batch_max, timeout_ms=s.batch_wait_ms)
                 if records:
-                    await self.after_batch(self.handle(records))
+                    await self.after_batch(await self.learn(records))
         finally:
             self._consumer = None
             await consumer.stop()
+
+    def gate(self, candidate: ModelMeta, served_meta: bytes | None) -> GateDecision:
+        """The validation gate, once per publication, against the version served right then."""
+        served = None
+        if served_meta is not None:
+            try:
+                served = ModelMeta.model_validate_json(served_meta)
+            except ValueError:
+                served = None  # unreadable: nothing worth keeping in its place
+        return decide(
+            self.trainer.spec.task, candidate.metrics, candidate.examples_seen,
+            served.metrics if served is not None else None, served.examples_seen if served is not None else 0,
+            self.settings.gate,
+        )
+
+    def lineage(self, meta: ModelMeta) -> Lineage:
+        """What ``meta`` learned from: the spec, and offsets and time since the previous version."""
+        offsets_from, learned_from = self._learned_since
+        self._learned_since = (dict(meta.offsets), meta.created_at)
+        return Lineage(
+            spec_sha256=self._spec[0], spec=self._spec[1], offsets_from=offsets_from,
+            learned_from=learned_from, learned_to=meta.created_at,
+        )
 
     async def lag(self) -> dict[str, int]:
         """Records waiting per partition; empty before the consumer has started."""
@@ -110,6 +148,20 @@ class TrainerRuntime:
         await self._producer.stop()
         await self._store.close()
         self._started = False
+
+    async def learn(self, records: Iterable[Record]) -> list[Rejected]:
+        """``handle`` the records, letting the event loop run (web, timers) every few ms."""
+        rejected = []
+        async with self._state_lock:
+            turn_ends = time.monotonic() + LOOP_TURN_S
+            for record in records:
+                problem = self.trainer.handle(record)
+                if problem is not None:
+                    rejected.append(problem)
+                if time.monotonic() >= turn_ends:
+                    await asyncio.sleep(0)
+                    turn_ends = time.monotonic() + LOOP_TURN_S
+        return rejected
 
     def handle(self, records: Iterable[Record]) -> list[Rejected]:
         rejected = []
@@ -152,12 +204,15 @@ class TrainerRuntime:
     def _may_publish(self) -> bool:
         return time.monotonic() >= self._retry_at
 
-    def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
+    async def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
+        """Serialise in a worker thread, so health checks and status reads are answered
+        meanwhile (a large forest takes seconds); learning waits for it."""
         s = self.settings
         checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
-        started = time.monotonic()
-        snapshot = self.trainer.snapshot(self.signer, checkpoint=checkpoint)
-        cost = time.monotonic() - started
+        async with self._state_lock:
+            started = time.monotonic()
+            snapshot = await asyncio.to_thread(self.trainer.snapshot, self.signer, checkpoint=checkpoint)
+            cost = time.monotonic() - started
         self._next_publish_at = started + cost / max(min(s.publish_busy_max, 1.0), 0.01)
         return snapshot
 
@@ -165,7 +220,7 @@ class TrainerRuntime:
         """Publish what is new with a checkpoint, so a restart has nothing to replay."""
         async with self._lock:
             if self._pending is None and (self.trainer.unpublished > 0 or self._checkpoint_behind):
-                self._pending = self._snapshot(checkpoint=True)
+                self._pending = await self._snapshot(checkpoint=True)
         if self._pending is not None:
             await self.publish()
 
@@ -180,7 +235,7 @@ class TrainerRuntime:
             if self._pending is None:
                 if self.trainer.unpublished <= 0:
                     return  # published meanwhile by the other caller (batch or timer)
-                self._pending = self._snapshot()
+                self._pending = await self._snapshot()
             snapshot = self._pending
             started = time.monotonic()
             try:
@@ -255,4 +310,6 @@ class TrainerRuntime:
             "publish_pending": self._pending.meta.version if self._pending is not None else None,
             "registry_backlog": self._publisher.registry_backlog if self._publisher is not None else 0,
             "registry_failures": self._publisher.registry_failures if self._publisher is not None else 0,
+            "held_back": getattr(self._publisher, "held_back", 0),
+            "last_gate": getattr(self._publisher, "last_decision", None),
         }
