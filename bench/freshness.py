@@ -46,6 +46,8 @@ from streamwise_core.codec import ModelMeta
 from streamwise_core.kafka import make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.settings import KafkaSettings
+from streamwise_predictor.settings import PredictorSettings
+from streamwise_trainer.settings import TrainerSettings
 
 MODEL = "fraud-lr"
 TARGET_P99_MS = 250.0
@@ -338,12 +340,17 @@ def report(runs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
+def trainer_default(name: str) -> int:
+    """The trainer's default for one of its settings (what it runs with unless told)."""
+    return int(TrainerSettings.model_fields[name].default)
+
+
 def main(
     rate: Annotated[list[float] | None, typer.Option(help="Labelled events/s sent to ingest (repeat for several runs)")] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of input per rate (default 20, smoke 3)")] = None,
     batch: Annotated[int, typer.Option(help="Events per POST /v1/events")] = 50,
-    publish_every_n: Annotated[int, typer.Option(help="Trainer: STREAMWISE_PUBLISH_EVERY_N")] = 1000,
-    publish_every_ms: Annotated[int, typer.Option(help="Trainer: STREAMWISE_PUBLISH_EVERY_MS")] = 200,
+    publish_every_n: Annotated[int | None, typer.Option(help="Trainer: STREAMWISE_PUBLISH_EVERY_N (default: the trainer's)")] = None,
+    publish_every_ms: Annotated[int | None, typer.Option(help="Trainer: STREAMWISE_PUBLISH_EVERY_MS (default: the trainer's)")] = None,
     poll_ms: Annotated[float, typer.Option(help="GET /v1/model period while a new version is announced but not served yet")] = 2.0,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds to wait after the input for the last event to be served (default 180, smoke 60)")] = None,
     smoke: Annotated[bool, typer.Option(help="A few seconds at 500 ev/s, for CI")] = False,
@@ -353,8 +360,10 @@ def main(
     rates = rate or ([500.0] if smoke else [TARGET_RATE])
     duration = duration or (3.0 if smoke else 20.0)
     drain_timeout = drain_timeout or (60.0 if smoke else 180.0)
+    publish_every_n = publish_every_n or trainer_default("publish_every_n")
+    publish_every_ms = publish_every_ms or trainer_default("publish_every_ms")
     settings = {"batch": batch, "duration_s": duration, "publish_every_n": publish_every_n, "publish_every_ms": publish_every_ms,
-                "predictor_poll_interval_ms": 1000, "bench_poll_ms": poll_ms, "partitions": 1}
+                "predictor_poll_interval_ms": int(PredictorSettings.model_fields["poll_interval_ms"].default), "bench_poll_ms": poll_ms, "partitions": 1}
     runs = []
     with c.infra(keep_run_dir=keep_run_dir) as infra, c.progress_bar() as progress:
         for per_s in rates:

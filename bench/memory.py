@@ -178,7 +178,7 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> None:
     names = list(first["rss_mb"])
     rows = []
     for s in result["stages"]:
-        rows.append([f"{s['events_total']:,} events", s["ingest_eps"], s["trainer_eps"], s["predict_rps"], s["predict_ms"]["p99"],
+        rows.append([f"{s['events_total']:,}", s["ingest_eps"], s["trainer_eps"], s["predict_rps"], s["predict_ms"]["p99"],
                      *(s["rss_mb"][n] for n in names), s["checkpoint_kb"]])
     rows.append([f"ratio ({last['events_total'] // first['events_total']}×)",
                  *(c.ratio(last[k], first[k]) for k in ("ingest_eps", "trainer_eps", "predict_rps")),
@@ -187,7 +187,7 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> None:
     c.print_table(
         f"memory and throughput as the stream grows (labelled events in lists of {meta['batch']}, {meta['senders']} senders; "
         f"ingest and trainer ev/s over the last {meta['window_events']:,} events of each stage; RSS in MB at steady state)",
-        ["stage", "ingest ev/s", "trainer ev/s", "predict req/s", "predict p99 ms", *(f"{n} RSS" for n in names), "checkpoint KB"],
+        ["events", "ingest ev/s", "trainer ev/s", "predict req/s", "predict p99 ms", *(f"{n} RSS" for n in names), "checkpoint KB"],
         rows,
     )
 

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import EventReceived, LabelReceived, utcnow
-from streamwise_core.schema import feature_errors, label_error
+from streamwise_core.schema import ModelInputReader, feature_errors, label_error
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -58,6 +58,17 @@ class LabelIn(BaseModel):
     _timestamp = field_validator("timestamp", mode="before")(_iso_timestamp)
 
 
+_READERS: dict[int, tuple[AppSpec, ModelInputReader]] = {}
+
+
+def _reader(spec: AppSpec) -> ModelInputReader:
+    """One reader per spec (a service has one spec; tests have a few)."""
+    cached = _READERS.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        cached = _READERS[id(spec)] = (spec, ModelInputReader(spec))
+    return cached[1]
+
+
 def _timestamp_error(ts: datetime | None, now: datetime) -> str | None:
     if ts is None:
         return None
@@ -94,6 +105,7 @@ def _check_duplicates(ids: list[str | None]) -> list[dict[str, Any]]:
 def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None) -> list[EventReceived]:
     """All events, or ``ValidationFailed`` listing every problem; never a part of them."""
     now = now or utcnow()
+    read_input = _reader(spec)
     errors: list[dict[str, Any]] = []
     parsed: list[EventIn] = []
     for index, item in enumerate(items):
@@ -102,8 +114,9 @@ def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None
         if event is None:
             continue
         assert isinstance(event, EventIn)
-        for e in feature_errors(spec, event.features):
-            errors.append({"index": index, "id": event.id, **e})
+        if read_input(event.features) is None:
+            for e in feature_errors(spec, event.features):
+                errors.append({"index": index, "id": event.id, **e})
         if event.label is not None and (msg := label_error(spec, event.label)):
             errors.append({"index": index, "id": event.id, "loc": ["label"], "msg": msg})
         if msg := _timestamp_error(event.timestamp, now):
@@ -112,8 +125,9 @@ def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None
     errors += _check_duplicates([e.id for e in parsed])
     if errors:
         raise ValidationFailed(errors)
+    # Everything was validated above: construct without validating the same values again.
     return [
-        EventReceived(
+        EventReceived.model_construct(
             id=e.id or uuid.uuid4().hex,
             features={k: v for k, v in e.features.items() if v is not None},
             label=e.label,
@@ -144,6 +158,6 @@ def validate_labels(spec: AppSpec, items: list[Any], now: datetime | None = None
     if errors:
         raise ValidationFailed(errors)
     return [
-        LabelReceived(id=label.id, label=label.label, timestamp=label.timestamp or now, received_at=now)
+        LabelReceived.model_construct(id=label.id, label=label.label, timestamp=label.timestamp or now, received_at=now)
         for label in parsed
     ]
