@@ -176,6 +176,17 @@ class ModelInputReader:
         return out
 
 
+_READERS: dict[int, tuple[AppSpec, ModelInputReader]] = {}
+
+
+def model_input_reader(spec: AppSpec) -> ModelInputReader:
+    """The reader of ``spec``, built once (a service has one spec; tests have a few)."""
+    cached = _READERS.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        cached = _READERS[id(spec)] = (spec, ModelInputReader(spec))
+    return cached[1]
+
+
 # --------------------------------------------------------------------------- JSON Schema (OpenAPI)
 
 _JSON_TYPES = {

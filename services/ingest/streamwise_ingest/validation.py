@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import EventReceived, LabelReceived, utcnow
-from streamwise_core.schema import ModelInputReader, feature_errors, label_error
+from streamwise_core.schema import feature_errors, label_error, model_input_reader
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -58,17 +58,6 @@ class LabelIn(BaseModel):
     _timestamp = field_validator("timestamp", mode="before")(_iso_timestamp)
 
 
-_READERS: dict[int, tuple[AppSpec, ModelInputReader]] = {}
-
-
-def _reader(spec: AppSpec) -> ModelInputReader:
-    """One reader per spec (a service has one spec; tests have a few)."""
-    cached = _READERS.get(id(spec))
-    if cached is None or cached[0] is not spec:
-        cached = _READERS[id(spec)] = (spec, ModelInputReader(spec))
-    return cached[1]
-
-
 def _timestamp_error(ts: datetime | None, now: datetime) -> str | None:
     if ts is None:
         return None
@@ -105,7 +94,7 @@ def _check_duplicates(ids: list[str | None]) -> list[dict[str, Any]]:
 def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None) -> list[EventReceived]:
     """All events, or ``ValidationFailed`` listing every problem; never a part of them."""
     now = now or utcnow()
-    read_input = _reader(spec)
+    read_input = model_input_reader(spec)
     errors: list[dict[str, Any]] = []
     parsed: list[EventIn] = []
     for index, item in enumerate(items):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.inference import label_key, predict
-from streamwise_core.schema import feature_errors, features_json_schema, to_model_input
+from streamwise_core.schema import feature_errors, features_json_schema, model_input_reader, to_model_input
 
 from .holder import ServedModel
 
@@ -124,8 +124,10 @@ def check_instances(spec: AppSpec, instances: list[Instance]) -> None:
     """Every instance matches the schema and no id is given twice, or ``ValidationFailed``."""
     errors = []
     seen: set[str] = set()
+    read_input = model_input_reader(spec)
     for index, inst in enumerate(instances):
-        errors += [{"index": index, "id": inst.id, **e} for e in feature_errors(spec, inst.features)]
+        if read_input(inst.features) is None:
+            errors += [{"index": index, "id": inst.id, **e} for e in feature_errors(spec, inst.features)]
         if inst.id is not None:
             if inst.id in seen:
                 errors.append({"index": index, "id": inst.id, "loc": ["id"], "msg": "duplicate id in this request"})
@@ -138,8 +140,9 @@ def predict_instances(spec: AppSpec, served: ServedModel, instances: list[Instan
     """Predictions of one model version for all ``instances``."""
     out = []
     unscorable = []
+    read_input = model_input_reader(spec)
     for index, inst in enumerate(instances):
-        y, proba = predict(served.model, spec.task, to_model_input(spec, inst.features))
+        y, proba = predict(served.model, spec.task, read_input(inst.features) or to_model_input(spec, inst.features))
         if not _finite_answer(y, proba):
             unscorable.append({
                 "index": index, "id": inst.id, "loc": ["features"],
