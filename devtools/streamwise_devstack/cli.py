@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import models_cli
 from .kafka import ensure_java, ensure_kafka_jars
 from .packages import MissingDependency, ensure_debian_packages, find_binary
 from .ports import free_port
@@ -28,6 +29,7 @@ DEFAULT_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
 DEFAULT_PORTS = {"webapp": 8000, "ingest": 8001, "predictor": 8002, "trainer": 8003}
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+cli.add_typer(models_cli.models, name="models", help="Model lifecycle: list, versions, show, promote, rollback, audit.")
 console = Console()
 
 

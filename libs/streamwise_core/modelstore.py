@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,10 +13,29 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from .codec import SignedBlob
 from .errors import BackendUnavailable, BlobRefused
 from .signing import Signature
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Which version is current, and the generation of that choice.
+
+    Every move of the pointer (a publication that passed the gate, a promotion, a rollback)
+    increments the generation in the same transaction, so predictors follow the newest
+    generation: an intentional rollback is told apart from a stale pointer or announcement.
+    """
+
+    version: int
+    generation: int
+
+
+GateCallback = Callable[[int | None, bytes | None], tuple[bool, dict[str, Any]]]
+"""Given the current version and its metadata bytes, say whether the new version becomes
+current, and what to record about that decision."""
 
 
 class ModelStore:
@@ -47,6 +67,12 @@ class ModelStore:
 
     def _checkpoint_key(self, model: str) -> str:
         return f"{self._base}:trainer:{model}:checkpoint"
+
+    def _generation_key(self, model: str) -> str:
+        return f"{self._base}:model:{model}:current:generation"
+
+    def _latest_key(self, model: str) -> str:
+        return f"{self._base}:model:{model}:latest"
 
     @staticmethod
     def _fields(signed: SignedBlob) -> dict[str, Any]:
@@ -80,16 +106,134 @@ class ModelStore:
                 pipe.hset(self._version_key(model, version), mapping=self._fields(signed))
                 if checkpoint is not None:
                     pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))
+                pipe.set(self._latest_key(model), version)
                 if make_current:
                     pipe.set(self._current_key(model), version)
-                await pipe.execute()
+                    pipe.incr(self._generation_key(model))
+                results = await pipe.execute()
             if make_current:
-                await self.announce(model, version)
+                await self.announce(model, version, int(results[-1]))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
-    async def announce(self, model: str, version: int) -> None:
-        await self._r.publish(self.channel, json.dumps({"model": model, "version": version}))
+    async def publish_gated(
+        self, model: str, version: int, signed: SignedBlob, gate: GateCallback, *,
+        checkpoint: SignedBlob | None = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Like ``publish``, but ``gate`` decides, against the version current at that moment,
+        whether the pointer moves. The decision and the write are one optimistic transaction:
+        a rollback or promotion in between makes it decide again. The decision is stored in
+        the version's ``gate`` field. Returns it; publishing the same version again is harmless
+        (a version that is already current stays so without a new generation)."""
+        current_key = self._current_key(model)
+
+        async def write(pipe: Any) -> tuple[bool, bool, dict[str, Any]]:
+            raw = await pipe.get(current_key)
+            current = int(raw) if raw is not None else None
+            already = current == version
+            served_meta = None
+            if current is not None and not already:
+                served_meta = await pipe.hget(self._version_key(model, current), "meta")
+            serve, record = (True, {"status": "served", "reason": "already current"}) if already \
+                else gate(current, served_meta)
+            pipe.multi()
+            pipe.hset(self._version_key(model, version), mapping={
+                **self._fields(signed), "gate": json.dumps(record, default=str),
+            })
+            if checkpoint is not None:
+                pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))
+            pipe.set(self._latest_key(model), version)
+            moved = serve and not already
+            if moved:
+                self._move_pointer(pipe, model, version)
+            return moved, serve, record
+
+        (moved, serve, record), results = await self._optimistic((current_key,), write)
+        if moved:
+            try:
+                await self.announce(model, version, int(results[-1]))
+            except (RedisError, OSError) as exc:
+                raise BackendUnavailable(f"redis: {exc}") from exc
+        return serve, record
+
+    def _move_pointer(self, pipe: Any, model: str, version: int) -> None:
+        """Queue the pointer move and its new generation (the last reply is the generation)."""
+        pipe.set(self._current_key(model), version)
+        pipe.incr(self._generation_key(model))
+
+    async def _optimistic(self, watch: tuple[str, ...], write: Any) -> tuple[Any, list[Any]]:
+        """Run ``write(pipe)`` (reads, then ``multi()`` and queued writes) under WATCH of
+        ``watch`` until no watched key changed in between; its result and the replies."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(*watch)
+                        outcome = await write(pipe)
+                        return outcome, await pipe.execute()
+                    except WatchError:
+                        continue
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def announce(self, model: str, version: int, generation: int | None = None) -> None:
+        note: dict[str, Any] = {"model": model, "version": version}
+        if generation is not None:
+            note["generation"] = generation
+        await self._r.publish(self.channel, json.dumps(note))
+
+    async def pointer(self, model: str) -> Pointer | None:
+        """The current version and its generation, read together."""
+        try:
+            version, generation = await self._r.mget(self._current_key(model), self._generation_key(model))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        if version is None:
+            return None
+        return Pointer(int(version), int(generation) if generation is not None else 0)
+
+    async def move_current(self, model: str, version: int, *, expect: int | None = None) -> Pointer:
+        """Point ``current`` at a stored ``version`` (promotion, rollback) with a new
+        generation, atomically, and announce it. ``expect``: fail with ``PointerMoved`` unless
+        the current version is still that one. ``LookupError`` if the version is not stored."""
+        current_key, version_key = self._current_key(model), self._version_key(model, version)
+
+        async def write(pipe: Any) -> None:
+            if not await pipe.exists(version_key):
+                raise LookupError(f"{model} v{version} is not stored")
+            raw = await pipe.get(current_key)
+            if expect is not None and (int(raw) if raw is not None else None) != expect:
+                raise PointerMoved(f"{model} current is v{raw and int(raw)}, not v{expect}")
+            pipe.multi()
+            self._move_pointer(pipe, model, version)
+
+        _, results = await self._optimistic((current_key, version_key), write)
+        pointer = Pointer(version, int(results[-1]))
+        try:
+            await self.announce(model, version, pointer.generation)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return pointer
+
+    async def latest_version(self, model: str) -> int | None:
+        """The highest version stored (served or held back); new versions are numbered above."""
+        try:
+            latest, current = await self._r.mget(self._latest_key(model), self._current_key(model))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        values = [int(v) for v in (latest, current) if v is not None]
+        return max(values) if values else None
+
+    async def load_gate(self, model: str, version: int) -> dict[str, Any] | None:
+        """The gate's decision stored with a version, if any."""
+        try:
+            raw = await self._r.hget(self._version_key(model, version), "gate")
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        try:
+            return json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
 
     async def current_version(self, model: str) -> int | None:
         try:
@@ -99,9 +243,13 @@ class ModelStore:
         return int(value) if value is not None else None
 
     async def set_current(self, model: str, version: int) -> None:
+        """Point ``current`` at ``version`` as is (a new generation; the version is not checked)."""
         try:
-            await self._r.set(self._current_key(model), version)
-            await self.announce(model, version)
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.set(self._current_key(model), version)
+                pipe.incr(self._generation_key(model))
+                _, generation = await pipe.execute()
+            await self.announce(model, version, int(generation))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
@@ -143,3 +291,7 @@ class ModelStore:
                         continue
         finally:
             await pubsub.aclose()
+
+
+class PointerMoved(Exception):
+    """The current pointer is no longer the version the caller expected."""

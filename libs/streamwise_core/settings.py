@@ -10,6 +10,7 @@ from pydantic import BaseModel, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .appspec import AppSpec, load_app_spec
+from .lifecycle.gate import GateSettings
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
@@ -47,6 +48,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
     """``json``: one JSON object per line (the image sets it); ``text``: lines for people."""
+    gate: GateSettings = GateSettings()
+    """The validation gate a new version passes before it is served (``STREAMWISE_GATE__*``)."""
 
     @field_validator("topic_prefix")
     @classmethod

@@ -10,7 +10,9 @@ time. ``check`` says whether
 - none was applied twice: each id was learned at most once, and the trainer's own count and
   digest agree with that history;
 - nothing came from nowhere: every id stored or learned was sent by a client;
-- no client saw the served version go back after it had seen a newer one;
+- no client saw the served version go back after it had seen a newer one: newer means a newer
+  pointer generation (a rollback is a new generation, so its lower version is no regression),
+  or a higher version within one generation;
 
 and counts everything for the test to print.
 """
@@ -55,11 +57,17 @@ class Request:
 
 @dataclass(frozen=True)
 class Observation:
-    """A predictor client saw ``version`` being served at time ``at``."""
+    """A predictor client saw ``version`` being served at time ``at`` (under ``generation`` of
+    the current pointer, when the client knows it; 0 otherwise)."""
 
     client: str
     at: float
     version: int
+    generation: int = 0
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return (self.generation, self.version)
 
 
 @dataclass(frozen=True)
@@ -215,11 +223,12 @@ def check(history: History) -> Report:
     for client, seen in sorted(by_client.items()):
         highest: Observation | None = None
         for o in sorted(seen, key=lambda o: o.at):  # stable: equal times keep recording order
-            if highest is not None and o.version < highest.version:
+            if highest is not None and o.rank < highest.rank:
                 report.regressions.append(
-                    f"{client} saw v{o.version} at {o.at:.3f} after v{highest.version} at {highest.at:.3f}"
+                    f"{client} saw v{o.version} (generation {o.generation}) at {o.at:.3f}"
+                    f" after v{highest.version} (generation {highest.generation}) at {highest.at:.3f}"
                 )
-            if highest is None or o.version > highest.version:
+            if highest is None or o.rank > highest.rank:
                 highest = o
     if report.regressions:
         report.violations.append(f"served version went back {len(report.regressions)} time(s): {report.regressions[:3]}")

@@ -43,7 +43,9 @@ def _status(suite: Suite) -> dict[str, Any] | None:
 async def _served_model(redis_url: str, prefix: str) -> tuple[Any, Any]:
     store = ModelStore.from_url(redis_url, prefix, "fraud")
     try:
-        version = await store.current_version("fraud-lr")
+        # The last version published, served or held back by the validation gate (the drift
+        # in this stream can hold the final versions back).
+        version = await store.latest_version("fraud-lr")
         assert version is not None
         signed = await store.load("fraud-lr", version)
         assert signed is not None

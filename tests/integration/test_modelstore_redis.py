@@ -207,9 +207,9 @@ async def test_announcements_arrive_after_publish(
         await _until(lambda: len(received) >= 3, 5, "three announcements")
 
     assert received == [
-        {"model": MODEL, "version": 1},
-        {"model": MODEL, "version": 2},
-        {"model": MODEL, "version": 3},
+        {"model": MODEL, "version": 1, "generation": 1},
+        {"model": MODEL, "version": 2, "generation": 2},
+        {"model": MODEL, "version": 3, "generation": 3},
     ]
 
 
@@ -229,7 +229,7 @@ async def test_announcements_are_per_app(
             await other.publish(MODEL, 7, _signed(f"{app_name}-other", 7))
             await store.publish(MODEL, 1, _signed(app_name, 1))
             await _until(lambda: len(received) >= 1, 5, "own announcement")
-        assert received == [{"model": MODEL, "version": 1}]
+        assert received == [{"model": MODEL, "version": 1, "generation": 1}]
         assert await store.current_version(MODEL) == 1
         assert await other.current_version(MODEL) == 7
     finally:
@@ -385,19 +385,22 @@ async def test_watcher_loads_only_the_newest_of_the_versions_announced_meanwhile
     await watcher.check(3)
     await watcher.check(4)
     assert (holder.version, holder.swaps) == (4, 2)
-    # An announced version newer than the pointer is loaded all the same...
+    # Only what the pointer names is served: an announced version the pointer never named
+    # (e.g. held back by the gate) is not...
     await store.publish(MODEL, 5, _signed(app_name, 5), make_current=False)
     await watcher.check(5)
-    assert holder.version == 5
-    # ...and a refused pointer hides no valid announced version.
+    assert holder.version == 4
+    # ...a refused pointer keeps the verified version serving...
     good = _signed(app_name, 7)
     await store.publish(MODEL, 6, _signed(app_name, 6), make_current=False)
     await store.put_raw(MODEL, 7, {"meta": good.meta, "blob": good.blob + b".", "kid": "k1", "sig": good.signature.digest})
     await store.set_current(MODEL, 7)
     await watcher.check()
-    assert holder.version == 5 and "bad signature" in watcher.refused[7]
+    assert holder.version == 4 and "bad signature" in watcher.refused[7]
+    # ...until the pointer moves on to a valid one.
+    await store.move_current(MODEL, 6)
     await watcher.check(6)
-    assert holder.version == 6 and holder.swaps == 4
+    assert holder.version == 6 and holder.swaps == 3
 
 
 async def test_watcher_refuses_version_hash_with_missing_fields(store: ModelStore, app_name: str) -> None:
@@ -557,3 +560,56 @@ async def test_watcher_listen_resubscribes_after_private_redis_restart(tmp_path:
         finally:
             await raw_client.aclose()
             await store.close()
+
+
+# --------------------------------------------------------------------------- lifecycle: gate, rollback
+
+
+async def test_pointer_generations_and_rollback_followed_by_the_watcher(store: ModelStore, raw: aioredis.Redis, prefix: str, app_name: str) -> None:
+    holder = ModelHolder()
+    watcher = _watcher(store, holder)
+    assert await store.pointer(MODEL) is None
+    for v in (1, 2, 3):
+        await store.publish(MODEL, v, _signed(app_name, v))
+    pointer = await store.pointer(MODEL)
+    assert pointer is not None and (pointer.version, pointer.generation) == (3, 3)
+    await watcher.check()
+    assert (holder.version, holder.generation) == (3, 3)
+
+    moved = await store.move_current(MODEL, 2, expect=3)
+    assert (moved.version, moved.generation) == (2, 4)
+    await watcher.check()
+    assert (holder.version, holder.generation) == (2, 4)
+    assert holder.current is not None and holder.current.model == {"weights": [2, 2.5], "version": 2}
+
+    # A stale pointer write (no new generation) never takes it back.
+    await raw.set(f"{prefix}:{app_name}:model:{MODEL}:current", 1)
+    await watcher.check()
+    assert holder.version == 2
+
+    from streamwise_core.modelstore import PointerMoved
+    with pytest.raises(PointerMoved):
+        await store.move_current(MODEL, 2, expect=3)
+    with pytest.raises(LookupError):
+        await store.move_current(MODEL, 99)
+    assert await store.latest_version(MODEL) == 3
+
+
+async def test_publish_gated_holds_back_without_moving_the_pointer(store: ModelStore, app_name: str) -> None:
+    seen: list[tuple[int | None, bytes | None]] = []
+
+    def gate(current: int | None, meta: bytes | None) -> tuple[bool, dict[str, Any]]:
+        seen.append((current, meta))
+        return current is None, {"status": "served" if current is None else "held_back", "reason": "test"}
+
+    assert (await store.publish_gated(MODEL, 1, _signed(app_name, 1), gate))[0] is True
+    serve, record = await store.publish_gated(MODEL, 2, _signed(app_name, 2), gate)
+    assert serve is False and record["status"] == "held_back"
+    assert await store.current_version(MODEL) == 1
+    assert await store.latest_version(MODEL) == 2
+    assert await store.load_gate(MODEL, 2) == {"status": "held_back", "reason": "test"}
+    assert seen[1][0] == 1 and seen[1][1] is not None and b'"version":1' in seen[1][1]
+    # Republishing the current version (a retry) keeps it current without a new generation.
+    before = await store.pointer(MODEL)
+    assert (await store.publish_gated(MODEL, 1, _signed(app_name, 1), gate))[0] is True
+    assert await store.pointer(MODEL) == before

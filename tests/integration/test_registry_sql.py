@@ -116,9 +116,9 @@ def _alembic_heads(url: str) -> list[str]:
 def test_migrate_twice_is_idempotent(db_url: str) -> None:
     migrate(db_url)
     assert {"model_versions", "alembic_version"} <= _tables(db_url)
-    assert _alembic_heads(db_url) == ["0001"]
+    assert _alembic_heads(db_url) == ["0002"]
     migrate(db_url)
-    assert _alembic_heads(db_url) == ["0001"]
+    assert _alembic_heads(db_url) == ["0002"]
 
     # Rows survive a second migrate.
     reg = Registry.from_url(db_url)
@@ -195,7 +195,7 @@ def test_alembic_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
 
     command.upgrade(cfg, "head")
     assert "model_versions" in _tables(db_url)
-    assert _alembic_heads(db_url) == ["0001"]
+    assert _alembic_heads(db_url) == ["0002"]
     engine = sa.create_engine(db_url)
     try:
         indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("model_versions")}

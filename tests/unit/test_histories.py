@@ -151,3 +151,13 @@ def test_max_elapsed_in_a_window() -> None:
     rs = [req("a", 202, 0.0, 0.1), req("b", 503, 10.0, 3.1), req("c", None, 12.0, 4.0), req("d", 202, 30.0, 9.0)]
     assert max_elapsed(rs, 9.0, 20.0) == 4.0
     assert max_elapsed(rs, 40.0, 50.0) == 0.0
+
+
+def test_a_rollback_is_a_newer_generation_not_a_regression() -> None:
+    from tests.e2e.histories import History, Observation, check
+
+    ok = History(observations=[Observation("c", 1.0, 5, 5), Observation("c", 2.0, 2, 6), Observation("c", 3.0, 7, 7)])
+    assert check(ok).ok
+    stale = History(observations=[Observation("c", 1.0, 2, 6), Observation("c", 2.0, 5, 5)])
+    report = check(stale)
+    assert not report.ok and "generation 5" in report.regressions[0]

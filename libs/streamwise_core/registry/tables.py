@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -28,3 +28,30 @@ class ModelVersionRow(Base):
     blob_sha256: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # lineage and gate (migration 0002)
+    spec_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spec: Mapped[str | None] = mapped_column(Text, nullable=True)
+    offsets_from: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    learned_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    learned_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="served", server_default="served")
+    """``served``: made current when published (or promoted since); ``held_back`` by the gate."""
+    hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class AuditRow(Base):
+    """Who did what to which model, when and why; general enough for every lifecycle action."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    app: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version_to: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from streamwise_core.events import PredictionMade
 from streamwise_core.http import BodyLimit, Problem, install_error_handlers, json_body, problem_responses
-from streamwise_core.kafka import make_producer
+from streamwise_core.kafka import make_producer, send_batches
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
@@ -108,12 +108,18 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         producer = request.app.state.producer
         try:
             async with asyncio.timeout(RECORD_TIMEOUT_S):
-                for p in predictions:
-                    event = PredictionMade(
-                        id=p.id, model=model.meta.model, version=model.meta.version,
-                        prediction=p.prediction, probabilities=p.probabilities,
+                records = [
+                    (
+                        p.id.encode(),
+                        # the values come from our own model: built without validating them again
+                        PredictionMade.model_construct(
+                            id=p.id, model=model.meta.model, version=model.meta.version,
+                            prediction=p.prediction, probabilities=p.probabilities,
+                        ).to_bytes(),
                     )
-                    delivery = await producer.send(topics.predictions, event.to_bytes(), key=p.id.encode())
+                    for p in predictions
+                ]
+                for delivery in await send_batches(producer, topics.predictions, records):
                     delivery.add_done_callback(_log_undelivered)
         except (KafkaError, TimeoutError) as exc:
             log.warning("%s prediction(s) not recorded: %r", len(predictions), exc)
@@ -151,6 +157,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         model = served()
         return {
             "meta": model.meta.model_dump(mode="json"),
+            "generation": model.generation,
             "swaps": holder.swaps,
             "refused": request.app.state.watcher.refused,
         }

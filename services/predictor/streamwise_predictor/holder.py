@@ -12,6 +12,8 @@ from streamwise_core.codec import ModelMeta
 class ServedModel:
     meta: ModelMeta
     model: Any
+    generation: int = 0
+    """The generation of the current pointer that named this version (see ``Pointer``)."""
 
 
 class ModelHolder:
@@ -26,9 +28,17 @@ class ModelHolder:
     def version(self) -> int | None:
         return self.current.meta.version if self.current else None
 
+    @property
+    def generation(self) -> int | None:
+        return self.current.generation if self.current else None
+
     def offer(self, candidate: ServedModel) -> bool:
-        """Serve ``candidate`` if it is newer than what is served; versions never go back."""
-        if self.current is not None and candidate.meta.version <= self.current.meta.version:
+        """Serve ``candidate`` if it is newer than what is served: a newer pointer generation
+        (a rollback goes to a lower version on purpose), or, within one generation, a higher
+        version. A stale pointer or announcement never takes the served model back."""
+        if self.current is not None and (candidate.generation, candidate.meta.version) <= (
+            self.current.generation, self.current.meta.version
+        ):
             return False
         self.current = candidate
         self.swaps += 1

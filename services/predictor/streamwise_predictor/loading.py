@@ -192,7 +192,7 @@ def gentle_release(box: list[Any], pace: Pacer | None = None, *, limit: int = RE
         i += 1
         if i % 100 == 0:
             pace()
-    del seen
+    ref = seen = None  # the loop's last referent would otherwise be freed with this frame
     deadline = time.monotonic() + wait_s
     # Two references are ours: ``held`` and getrefcount's argument; the others are requests'.
     while sys.getrefcount(held[0]) > 2:

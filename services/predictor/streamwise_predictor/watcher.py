@@ -33,16 +33,22 @@ class VersionWatcher:
         self.refused: dict[int, str] = {}
 
     async def check(self, version: int | None = None) -> None:
-        """Load ``version`` or the current pointer, whichever is newer, if it is newer than what
-        is served. Versions announced while another one loaded are skipped once the pointer has
-        moved past them: only the newest is loaded (a pointer moved back by hand never wins)."""
+        """Load what the current pointer names if it is newer than what is served: a newer
+        generation (a promotion or rollback moves to any stored version), or a higher version
+        within the same generation. An announcement only triggers a look at the pointer, so
+        versions announced while another one loaded are skipped once the pointer has moved on,
+        and a version the pointer never named (held back by the gate) is never served."""
         async with self._lock:
-            current = await self._store.current_version(self._model)
-            candidates = [v for v in (version, current) if v is not None and v not in self.refused]
-            if not candidates:
+            pointer = await self._store.pointer(self._model)
+            if pointer is None or pointer.version in self.refused:
                 return
-            version = max(candidates)
-            if self._holder.version is not None and version <= self._holder.version:
+            version, generation = pointer.version, pointer.generation
+            served = self._holder.current
+            if served is not None and (generation, version) <= (served.generation, served.meta.version):
+                return
+            if served is not None and version == served.meta.version:
+                # The same version under a newer generation (e.g. rolled back to it): no reload.
+                self._holder.offer(ServedModel(served.meta, served.model, generation))
                 return
             try:
                 signed = await self._store.load(self._model, version)
@@ -67,12 +73,12 @@ class VersionWatcher:
                 log.error("refused %s v%s: metadata says %s v%s", self._model, version, meta.model, meta.version)
                 return
             previous = self._holder.current
-            if self._holder.offer(ServedModel(meta, model)):
+            if self._holder.offer(ServedModel(meta, model, generation)):
                 if previous is not None:
                     self._loader.retired(previous.model)
                 if (took := self._loader.last).get("total", 0) > 0.1:
                     log.info("loaded %s v%s in %s", self._model, version, ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
-                log.info("now serving %s v%s", self._model, version)
+                log.info("now serving %s v%s (generation %s)", self._model, version, generation)
 
     async def poll(self) -> None:
         """Check the current pointer every interval; nothing that goes wrong stops polling."""

@@ -22,6 +22,7 @@ from streamwise_core.telemetry import configure_logging, instrument_app
 
 from .api import router
 from .deps import Services
+from .lifecycle_api import build_router as lifecycle_router
 from .live import CurrentReader, LiveModel
 from .page import CONTENT_SECURITY_POLICY, PageContext, asset_version, load_template, render_page
 from .settings import WebappSettings
@@ -68,6 +69,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(lifecycle_router(settings.api_key_list))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -1,0 +1,87 @@
+"""Promote and roll back: move the current pointer to a stored version, audit-logged.
+
+Both are the same operation in two directions. The blob is verified first (a pointer at a blob
+predictors would refuse serves nothing new), the pointer moves with a new generation in one
+Redis transaction (every predictor follows the newest generation, so a rollback is followed
+although its version is lower), and the audit log records who, when, what and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal
+
+from ..codec import verify
+from ..errors import BlobRefused, StreamwiseError
+from ..modelstore import ModelStore, PointerMoved
+from ..registry import AuditEntry, Registry
+from ..signing import Signer
+from .gate import HELD_BACK, SERVED
+
+Action = Literal["promote", "rollback"]
+
+
+class LifecycleError(StreamwiseError):
+    """An operation that cannot be done as asked; ``status`` is the HTTP status to answer."""
+
+    status = 409
+
+
+class VersionNotFound(LifecycleError):
+    status = 404
+
+
+class Conflict(LifecycleError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Moved:
+    model: str
+    version_from: int | None
+    version_to: int
+    generation: int
+    blob_sha256: str
+    audit_id: int
+
+
+async def move_current(
+    store: ModelStore, registry: Registry, signer: Signer, *, app: str, model: str, version: int,
+    action: Action, actor: str, reason: str,
+) -> Moved:
+    """Roll back to an earlier stored version, or promote a later one (e.g. held back)."""
+    pointer = await store.pointer(model)
+    current = pointer.version if pointer is not None else None
+    if action == "rollback" and (current is None or version >= current):
+        raise Conflict(f"rollback needs a version below the current one (v{current}), got v{version}")
+    if action == "promote" and current is not None and version <= current:
+        raise Conflict(f"promote needs a version above the current one (v{current}), got v{version}; roll back instead")
+    signed = await store.load(model, version)
+    if signed is None:
+        raise VersionNotFound(f"{model} v{version} is not stored")
+    try:
+        meta = verify(signed, signer)
+    except BlobRefused as exc:
+        raise Conflict(f"{model} v{version} fails verification, predictors would refuse it: {exc}") from exc
+    if meta.model != model or meta.version != version:
+        raise Conflict(f"{model} v{version} holds metadata of {meta.model} v{meta.version}")
+    row = await asyncio.to_thread(registry.version, app, model, version)  # also: the registry answers
+    try:
+        moved = await store.move_current(model, version, expect=current)
+    except LookupError as exc:
+        raise VersionNotFound(str(exc)) from exc
+    except PointerMoved as exc:
+        raise Conflict(f"the current version changed meanwhile ({exc}); try again") from exc
+    if row is not None and row.status == HELD_BACK:
+        await asyncio.to_thread(registry.set_status, app, model, version, SERVED)
+    audit_id = await asyncio.to_thread(registry.record_audit, AuditEntry(
+        app=app, actor=actor, action=action, model=model, version_from=current, version_to=version,
+        reason=reason, details={
+            "generation": moved.generation,
+            "generation_from": pointer.generation if pointer is not None else None,
+            "blob_sha256": meta.blob_sha256,
+            "status_before": row.status if row is not None else None,
+        },
+    ))
+    return Moved(model, current, version, moved.generation, meta.blob_sha256, audit_id)

@@ -1,0 +1,291 @@
+"""The model-lifecycle JSON API: models, versions with lineage, metric history, the audit log,
+promotion and rollback. The web app's pages and the operator CLI read the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamwise_core.errors import ValidationFailed
+from streamwise_core.http import (
+    API_KEY_HEADER, JSON_TYPES, ApiKeyCheck, decode_utf8, loads_strict, read_body, require_media_type,
+)
+from streamwise_core.lifecycle.operations import LifecycleError, move_current
+from streamwise_core.registry import AuditEntry, VersionRow
+from streamwise_core.signing import Signer
+
+from .deps import Services, get_services
+from .views import Problem, as_utc
+
+router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
+ServicesDep = Annotated[Services, Depends(get_services)]
+MODEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+ModelName = Annotated[str, Path(pattern=MODEL_PATTERN, description="The model's name, as in the app spec.")]
+ACTOR_HEADER = "X-Actor"
+
+NOT_FOUND = {404: {"model": Problem, "description": "No such model."}}
+UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}}
+BAD_QUERY: dict[int | str, dict[str, Any]] = {}
+"""422 for a query parameter out of range: FastAPI documents it."""
+MAX_MOVE_BODY = 16 * 1024
+
+
+class ModelInfo(BaseModel):
+    model: str
+    served_version: int | None = Field(description="What the current pointer names (None: nothing yet).")
+    generation: int | None = Field(description="Generation of the pointer: it grows with every move.")
+    versions: int
+    held_back: int
+    latest_version: int | None
+    latest_at: datetime | None
+
+
+class VersionInfo(BaseModel):
+    version: int
+    status: str = Field(description="`served` (made current when published or promoted) or `held_back`.")
+    current: bool
+    hold_reason: str | None
+    gate: dict[str, Any] | None
+    examples_seen: int
+    metrics: dict[str, float]
+    created_at: datetime
+    blob_sha256: str
+    key_id: str
+    river_version: str
+    spec_sha256: str | None
+    offsets_from: dict[str, int] | None = Field(description="Offsets reached by the previous version (exclusive).")
+    offsets_to: dict[str, int] = Field(description="Offsets this version learned up to (inclusive).")
+    learned_from: datetime | None
+    learned_to: datetime | None
+
+
+class MetricPoint(BaseModel):
+    version: int
+    at: datetime
+    examples_seen: int
+    status: str
+    metrics: dict[str, float]
+
+
+class AuditItem(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    model: str | None
+    version_from: int | None
+    version_to: int | None
+    reason: str
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditItem]
+
+
+class MoveRequest(BaseModel):
+    """Which stored version to serve, and why (recorded in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=2**31 - 1)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class MoveResult(BaseModel):
+    model: str
+    action: Literal["promote", "rollback"]
+    version_from: int | None
+    version_to: int
+    generation: int
+    blob_sha256: str
+    audit_id: int
+    actor: str
+
+
+def _known(services: Services, model: str, names: set[str]) -> None:
+    if model != services.settings.spec.model.name and model not in names:
+        raise HTTPException(status_code=404, detail=f"unknown model {model!r}")
+
+
+async def _check_model(services: Services, model: str) -> None:
+    if model == services.settings.spec.model.name:
+        return
+    summaries = await asyncio.to_thread(services.registry.models, services.settings.spec.name)
+    _known(services, model, {s.model for s in summaries})
+
+
+def _version_info(row: VersionRow, current: int | None) -> VersionInfo:
+    return VersionInfo(
+        version=row.version, status=row.status, current=row.version == current, hold_reason=row.hold_reason,
+        gate=row.gate, examples_seen=row.examples_seen, metrics=row.metrics, created_at=as_utc(row.created_at),
+        blob_sha256=row.blob_sha256, key_id=row.key_id, river_version=row.river_version,
+        spec_sha256=row.spec_sha256, offsets_from=row.offsets_from, offsets_to=row.offsets,
+        learned_from=_utc(row.learned_from), learned_to=_utc(row.learned_to),
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return as_utc(moment) if moment is not None else None
+
+
+@router.get("/models", responses=UNAVAILABLE)
+async def list_models(services: ServicesDep) -> list[ModelInfo]:
+    """Every model of the application, with the version served now."""
+    spec = services.settings.spec
+    summaries = {s.model: s for s in await asyncio.to_thread(services.registry.models, spec.name)}
+    out = []
+    for name in sorted(summaries.keys() | {spec.model.name}):
+        pointer = await services.store.pointer(name)
+        s = summaries.get(name)
+        out.append(ModelInfo(
+            model=name, served_version=pointer.version if pointer else None,
+            generation=pointer.generation if pointer else None, versions=s.versions if s else 0,
+            held_back=s.held_back if s else 0, latest_version=s.latest_version if s else None,
+            latest_at=_utc(s.latest_at) if s else None,
+        ))
+    return out
+
+
+@router.get("/models/{model}/versions", responses={**NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
+async def list_versions(
+    services: ServicesDep, model: ModelName,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    status: Annotated[Literal["served", "held_back"] | None, Query()] = None,
+) -> list[VersionInfo]:
+    """Versions newest first: lineage, gate status and the reason a version was held back."""
+    await _check_model(services, model)
+    rows = await asyncio.to_thread(
+        services.registry.versions, services.settings.spec.name, model, limit, offset=offset, status=status,
+    )
+    pointer = await services.store.pointer(model)
+    return [_version_info(r, pointer.version if pointer else None) for r in rows]
+
+
+@router.get("/models/{model}/metrics", responses={**NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
+async def metric_history(
+    services: ServicesDep, model: ModelName, limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[MetricPoint]:
+    """Metrics of every version at its publication, oldest first, for charts."""
+    await _check_model(services, model)
+    rows = await asyncio.to_thread(services.registry.metric_history, services.settings.spec.name, model, limit)
+    return [
+        MetricPoint(version=r.version, at=as_utc(r.created_at), examples_seen=r.examples_seen, status=r.status, metrics=r.metrics)
+        for r in rows
+    ]
+
+
+@router.get("/audit", responses={**UNAVAILABLE, **BAD_QUERY})
+async def audit_log(
+    services: ServicesDep,
+    model: Annotated[str | None, Query(pattern=MODEL_PATTERN)] = None,
+    action: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
+    actor: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> AuditPage:
+    """Who did what to which model, when and why; newest first."""
+    entries, total = await asyncio.to_thread(
+        services.registry.audit, services.settings.spec.name, model=model, action=action, actor=actor,
+        limit=limit, offset=offset,
+    )
+    return AuditPage(total=total, limit=limit, offset=offset, items=[_audit_item(e) for e in entries])
+
+
+def _audit_item(e: AuditEntry) -> AuditItem:
+    return AuditItem(
+        id=e.id or 0, at=as_utc(e.at), actor=e.actor, action=e.action, model=e.model, version_from=e.version_from,
+        version_to=e.version_to, reason=e.reason, details=e.details,
+    )
+
+
+def actor_of(api_key: str | None, actor: str | None) -> str:
+    """Who acts: the ``X-Actor`` header if given, else the key's fingerprint (never the key)."""
+    if actor:
+        return actor
+    return "api-key:" + hashlib.sha256((api_key or "").encode()).hexdigest()[:12]
+
+
+MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": f"Missing or invalid `{API_KEY_HEADER}`."},
+    404: {"model": Problem, "description": "No such model, or the version is not stored."},
+    409: {"model": Problem, "description": "The version is not earlier (rollback) / later (promote) than the "
+          "current one, fails verification, or the pointer moved meanwhile."},
+    413: {"model": Problem, "description": f"A body over {MAX_MOVE_BODY} bytes."},
+    415: {"model": Problem, "description": "A content type other than JSON."},
+    **UNAVAILABLE,
+}
+
+
+def _move_route(action: Literal["promote", "rollback"]) -> Any:
+    async def move(
+        request: Request, services: ServicesDep, model: ModelName,
+        actor: Annotated[str | None, Header(alias=ACTOR_HEADER, min_length=1, max_length=128,
+                                            pattern=r"^[\x20-\x7e]+$")] = None,
+    ) -> MoveResult:
+        body = await _move_body(request)
+        await _check_model(services, model)
+        who = actor_of(request.headers.get(API_KEY_HEADER), actor)
+        try:
+            moved = await move_current(
+                services.store, services.registry, Signer(services.settings.signing_key_map),
+                app=services.settings.spec.name, model=model, version=body.version, action=action,
+                actor=who, reason=body.reason,
+            )
+        except LifecycleError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+        return MoveResult(
+            model=model, action=action, version_from=moved.version_from, version_to=moved.version_to,
+            generation=moved.generation, blob_sha256=moved.blob_sha256, audit_id=moved.audit_id, actor=who,
+        )
+
+    move.__name__ = action
+    move.__doc__ = (
+        "Roll back: serve an earlier stored version; every predictor follows within a poll interval."
+        if action == "rollback" else
+        "Promote: serve a later stored version (e.g. one the gate held back)."
+    ) + f" Needs `{API_KEY_HEADER}`; `{ACTOR_HEADER}` names who acts (default: the key's fingerprint)."
+    return move
+
+
+async def _move_body(request: Request) -> MoveRequest:
+    """The body, read only after the key was checked: 415, 413, or 422 naming the field."""
+    require_media_type(request.headers.get("content-type"), JSON_TYPES)
+    value = loads_strict(decode_utf8(await read_body(request, MAX_MOVE_BODY)), ["body"])
+    try:
+        return MoveRequest.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationFailed([
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
+        ]) from None
+
+
+MOVE_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": MoveRequest.model_json_schema()}},
+    }
+}
+
+
+def build_router(keys: list[str]) -> APIRouter:
+    """The lifecycle routes: reads, and writes guarded by ``keys``."""
+    writes = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(ApiKeyCheck(keys))])
+    for action in ("rollback", "promote"):
+        writes.add_api_route(
+            f"/models/{{model}}/{action}", _move_route(action), methods=["POST"],  # type: ignore[arg-type]
+            responses=MOVE_RESPONSES, response_model=MoveResult, openapi_extra=MOVE_BODY_SCHEMA,
+        )
+    combined = APIRouter()
+    combined.include_router(router)
+    combined.include_router(writes)
+    return combined
