@@ -129,5 +129,8 @@ def suite_env(
         "STREAMWISE_DATABASE_URL": database_url,
         "STREAMWISE_APP_SPEC": str(app_spec),
         "STREAMWISE_TOPIC_PREFIX": topic_prefix,
+        # A trainer killed here (tests, Ctrl-C) is restarted at once: a short writer lease
+        # spares the wait for the old one to expire.
+        "STREAMWISE_WRITER_LEASE_MS": "3000",
         **(extra or {}),
     }

@@ -38,6 +38,20 @@ GateCallback = Callable[[int | None, bytes | None], tuple[bool, dict[str, Any]]]
 current, and what to record about that decision."""
 
 
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class ModelStore:
     """Keys live under ``{prefix}:{app}``; every write of a version is one transaction."""
 
@@ -73,6 +87,25 @@ class ModelStore:
 
     def _latest_key(self, model: str) -> str:
         return f"{self._base}:model:{model}:latest"
+
+    def _writer_key(self, model: str) -> str:
+        return f"{self._base}:trainer:{model}:writer"
+
+    async def claim_writer(self, model: str, holder: str, ttl_ms: int) -> str:
+        """Take or renew the single-writer lease of ``model``; return who holds it now
+        (``holder`` itself when the claim succeeded)."""
+        try:
+            result = await self._r.eval(_CLAIM, 1, self._writer_key(model), holder, ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def release_writer(self, model: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` still has it."""
+        try:
+            await self._r.eval(_RELEASE, 1, self._writer_key(model), holder)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
     @staticmethod
     def _fields(signed: SignedBlob) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import pytest
 
 from streamwise_core.modelstore import ModelStore
 from streamwise_devstack.fraud import FraudStream, holdout
-from streamwise_devstack.suite import Suite
+from streamwise_devstack import free_port
+from streamwise_devstack.suite import Suite, service_specs
 
 from .loop_client import API_KEY, LoopClient, wait_for
 
@@ -102,3 +103,18 @@ def test_trainer_status_is_an_admin_read(tansu_suite: Suite) -> None:
     assert httpx.get(url, timeout=5, headers={"X-API-Key": "not-the-key"}).status_code == 401
     ok = httpx.get(url, timeout=5, headers=API_KEY)
     assert ok.status_code == 200 and "examples_seen" in ok.json()
+
+
+
+def test_a_second_trainer_for_the_same_model_refuses_to_start(kafka_suite: Suite) -> None:
+    """The single-writer lease: a second trainer of the same model exits naming the first,
+    which keeps running."""
+    env = {**kafka_suite.env, "STREAMWISE_WRITER_LEASE_MS": "1000"}
+    [spec] = [s for s in service_specs({"trainer": free_port()}) if s.name == "trainer"]
+    second = Suite(env, kafka_suite.log_dir / "second", [spec], cwd=kafka_suite.cwd)
+    try:
+        with pytest.raises(RuntimeError, match="another trainer"):
+            second.start("trainer", timeout_s=60)
+        assert kafka_suite.procs["trainer"].poll() is None
+    finally:
+        second.stop()

@@ -20,6 +20,7 @@ from .core import Trainer
 from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
+from .writer import acquire as acquire_lease
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,14 @@ async def backfill_registry(store: ModelStore, settings: TrainerSettings, signer
         registry.close()
 
 
-async def prepare(settings: TrainerSettings, signer: Signer) -> Trainer:
-    """Create topics, migrate the registry and restore the newest checkpoint, if any."""
+async def prepare(settings: TrainerSettings, signer: Signer, writer: str) -> Trainer:
+    """Take the single-writer lease, create topics, migrate the registry and restore the
+    newest checkpoint, if any."""
+    store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
+    try:
+        await acquire_lease(store, settings.spec.model.name, writer, settings.writer_lease_ms)
+    finally:
+        await store.close()
     await ensure_topics(settings.kafka, settings.topics.all())
     await asyncio.to_thread(migrate, settings.database_url)
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)

@@ -37,10 +37,15 @@ LOOP_TURN_S = 0.05
 class TrainerRuntime:
     """Owns the trainer and its clients; clients start lazily inside faust's event loop."""
 
-    def __init__(self, settings: TrainerSettings, trainer: Trainer, signer: Signer) -> None:
+    def __init__(self, settings: TrainerSettings, trainer: Trainer, signer: Signer, *, writer: str | None = None) -> None:
         self.settings = settings
         self.trainer = trainer
         self.signer = signer
+        self.writer = writer
+        """This trainer's name in the single-writer lease; ``None``: no lease (unit tests)."""
+        self.fenced = False
+        """Another trainer took the lease: nothing more is published."""
+        self._lease_renewed = time.monotonic()
         self._lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
         """Held while learning and while serialising in a worker thread: never both at once."""
@@ -144,6 +149,11 @@ class TrainerRuntime:
                 await self.checkpoint_now()
         except TimeoutError:
             log.warning("no final checkpoint within %ss: a restart replays since the last one", FINAL_CHECKPOINT_TIMEOUT_S)
+        if self.writer is not None and not self.fenced:
+            try:  # the next trainer need not wait for the lease to expire
+                await self._store.release_writer(self.settings.spec.model.name, self.writer)
+            except BackendUnavailable as exc:
+                log.warning("writer lease not released (it expires by itself): %s", exc)
         await self._publisher.close()
         await self._producer.stop()
         await self._store.close()
@@ -185,9 +195,30 @@ class TrainerRuntime:
         publication after its backoff; keep the registry backlog draining."""
         await self.start()
         assert self._publisher is not None
+        await self._renew_lease()
         if self._publish_due() and self._may_publish():
             await self.publish()
         self._publisher.schedule_flush()
+
+    async def _renew_lease(self) -> None:
+        """Renew the single-writer lease every third of its term; if another trainer holds
+        it, stop publishing at once and shut down (the other one is the writer now)."""
+        if self.writer is None or self.fenced or self._store is None:
+            return
+        if time.monotonic() - self._lease_renewed < self.settings.writer_lease_ms / 3000:
+            return
+        model = self.settings.spec.model.name
+        try:
+            holder = await self._store.claim_writer(model, self.writer, self.settings.writer_lease_ms)
+        except BackendUnavailable as exc:
+            log.warning("could not renew the writer lease (nobody else can take it meanwhile): %s", exc)
+            return
+        if holder == self.writer:
+            self._lease_renewed = time.monotonic()
+            return
+        self.fenced = True
+        log.critical("the writer lease of %s is held by %s: this trainer stops publishing and exits", model, holder)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _publish_due(self) -> bool:
         """A failed publication to retry, ``publish_every_n`` new examples, or anything new
@@ -218,6 +249,8 @@ class TrainerRuntime:
 
     async def checkpoint_now(self) -> None:
         """Publish what is new with a checkpoint, so a restart has nothing to replay."""
+        if self.fenced:
+            return
         async with self._lock:
             if self._pending is None and (self.trainer.unpublished > 0 or self._checkpoint_behind):
                 self._pending = await self._snapshot(checkpoint=True)
@@ -231,6 +264,8 @@ class TrainerRuntime:
         at the last version published, so a restart resumes from there exactly once.
         """
         assert self._publisher is not None
+        if self.fenced:
+            return
         async with self._lock:
             if self._pending is None:
                 if self.trainer.unpublished <= 0:

@@ -25,6 +25,8 @@ class TrainerSettings(Settings):
     join_capacity: int = 100_000
     dedupe_window: int = 20_000
     """How many recently learned event ids are remembered to ignore redeliveries."""
+    writer_lease_ms: int = 15_000
+    """The single-writer lease in Redis lasts this long unless renewed (every third of it)."""
     data_dir: Path = Path("var/trainer")
     """Where faust keeps its local files (nothing the trainer's state depends on)."""
     http_host: str = "127.0.0.1"
