@@ -70,3 +70,36 @@ def test_restore_numbers_the_next_version_after_the_newest_published() -> None:
     assert restored.examples_seen == 30
     older = Trainer.restore(trainer.spec, trainer.topics, snapshot.checkpoint, SIGNER, published_version=None)
     assert older.snapshot(SIGNER).meta.version == 2
+
+
+class LeaseTakenStore:
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        self.claims = 0
+
+    async def claim_writer(self, model: str, holder: str, ttl_ms: int) -> str:
+        self.claims += 1
+        return self.holder
+
+
+def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -> None:
+    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=1.0, writer_lease_ms=30)
+    runtime.writer = "me"
+    exits: list[bool] = []
+    runtime.on_fenced = lambda: exits.append(True)
+
+    async def go() -> None:
+        runtime._store = LeaseTakenStore("me")  # type: ignore[assignment]
+        await runtime.after_batch(runtime.handle(records(runtime, 5)))
+        await asyncio.sleep(0.02)
+        await runtime.tick()  # renews: still ours
+        assert not runtime.fenced
+        runtime._store = LeaseTakenStore("other-trainer")  # type: ignore[assignment]
+        await asyncio.sleep(0.02)
+        await runtime.tick()
+        await runtime.after_batch(runtime.handle(records(runtime, 5, start=5)))
+        await runtime.checkpoint_now()
+
+    asyncio.run(go())
+    assert runtime.fenced and exits == [True]
+    assert published(runtime) == [(1, True)]  # nothing after the lease was lost

@@ -26,6 +26,9 @@ class FakePublisher:
         self.published: list[int] = []
         self.published_with_checkpoint: list[tuple[int, bool]] = []
 
+    def schedule_flush(self) -> None:
+        return None
+
     async def publish(self, snapshot: Snapshot) -> None:
         self.published.append(snapshot.meta.version)
         self.published_with_checkpoint.append((snapshot.meta.version, snapshot.checkpoint is not None))

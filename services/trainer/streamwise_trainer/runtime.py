@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -46,6 +48,8 @@ class TrainerRuntime:
         self.fenced = False
         """Another trainer took the lease: nothing more is published."""
         self._lease_renewed = time.monotonic()
+        self.on_fenced: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+        """What losing the lease does after publishing stopped: a graceful shutdown."""
         self._lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
         """Held while learning and while serialising in a worker thread: never both at once."""
@@ -218,7 +222,7 @@ class TrainerRuntime:
             return
         self.fenced = True
         log.critical("the writer lease of %s is held by %s: this trainer stops publishing and exits", model, holder)
-        os.kill(os.getpid(), signal.SIGTERM)
+        self.on_fenced()
 
     def _publish_due(self) -> bool:
         """A failed publication to retry, ``publish_every_n`` new examples, or anything new
