@@ -91,14 +91,24 @@ def test_json_line_is_one_line_with_the_traceback_inside() -> None:
 def clean_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    server = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    server = {
+        name: (list(lg.handlers), lg.propagate, lg.level, lg.disabled)
+        for name in names for lg in [logging.getLogger(name)]
+    }
+    for name in names:  # servers started by earlier tests may have set levels or disabled them
+        logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(name).disabled = False
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     logging.captureWarnings(False)
-    for name, (server_handlers, propagate) in server.items():
-        logging.getLogger(name).handlers[:] = server_handlers
-        logging.getLogger(name).propagate = propagate
+    for name, (server_handlers, propagate, server_level, disabled) in server.items():
+        lg = logging.getLogger(name)
+        lg.handlers[:] = server_handlers
+        lg.propagate = propagate
+        lg.setLevel(server_level)
+        lg.disabled = disabled
 
 
 def _ours() -> list[logging.Handler]:
