@@ -114,9 +114,8 @@ def validate_events(spec: AppSpec, items: list[Any], now: datetime | None = None
     errors += _check_duplicates([e.id for e in parsed])
     if errors:
         raise ValidationFailed(errors)
-    # Everything was validated above: construct without validating the same values again.
     return [
-        EventReceived.model_construct(
+        EventReceived(
             id=e.id or uuid.uuid4().hex,
             features={k: v for k, v in e.features.items() if v is not None},
             label=e.label,
@@ -147,6 +146,6 @@ def validate_labels(spec: AppSpec, items: list[Any], now: datetime | None = None
     if errors:
         raise ValidationFailed(errors)
     return [
-        LabelReceived.model_construct(id=label.id, label=label.label, timestamp=label.timestamp or now, received_at=now)
+        LabelReceived(id=label.id, label=label.label, timestamp=label.timestamp or now, received_at=now)
         for label in parsed
     ]

@@ -14,7 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from streamwise_core.events import PredictionMade
+from streamwise_core.events import PredictionMade, utcnow
 from streamwise_core.http import BodyLimit, Problem, install_error_handlers, json_body, problem_responses
 from streamwise_core.kafka import make_producer, send_batches
 from streamwise_core.modelstore import ModelStore
@@ -108,13 +108,13 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         producer = request.app.state.producer
         try:
             async with asyncio.timeout(RECORD_TIMEOUT_S):
+                made_at = utcnow()  # one default-factory call per request, not per prediction
                 records = [
                     (
                         p.id.encode(),
-                        # the values come from our own model: built without validating them again
-                        PredictionMade.model_construct(
+                        PredictionMade(
                             id=p.id, model=model.meta.model, version=model.meta.version,
-                            prediction=p.prediction, probabilities=p.probabilities,
+                            prediction=p.prediction, probabilities=p.probabilities, made_at=made_at,
                         ).to_bytes(),
                     )
                     for p in predictions
