@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,6 +79,7 @@ class ManagedProcess:
                 extra_groups=[] if self.user is not None else None,
             )
         _running.add(self)
+        _exit_cleanly_on_sigterm()
         log.info("started %s pid=%d: %s", self.name, self._proc.pid, " ".join(self.argv))
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = 15.0) -> int | None:
@@ -125,6 +127,20 @@ class ManagedProcess:
     def tail(self, lines: int = 40) -> str:
         """Return the last lines of this process's log file."""
         return log_tail(self.log_path, lines)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` (unless someone else handles it), so a runner that is
+    terminated (``timeout``, CI) still leaves its ``with`` blocks and stops its servers,
+    instead of orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @atexit.register

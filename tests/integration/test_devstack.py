@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -173,3 +177,28 @@ def test_postgres_kill_and_restart_keeps_committed_rows(postgres_server: Postgre
 def test_system_binaries_are_found() -> None:
     paths = ensure_debian_packages({"redis-server": "redis-server", "initdb": "postgresql"})
     assert all(Path(path).is_file() for path in paths.values())
+
+
+def test_a_terminated_runner_stops_its_servers(tmp_path: Path) -> None:
+    """SIGTERM to a process holding a devstack server (as `timeout` or CI sends) stops the
+    server too, instead of orphaning it."""
+    script = tmp_path / "runner.py"
+    script.write_text(
+        "import sys, time\nfrom pathlib import Path\nfrom streamwise_devstack import RedisServer\n"
+        "with RedisServer(Path(sys.argv[1])) as r:\n    print(r.pid, flush=True)\n    time.sleep(60)\n"
+    )
+    (tmp_path / "redis").mkdir()
+    runner = subprocess.Popen([sys.executable, str(script), str(tmp_path / "redis")], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    server_pid = int(runner.stdout.readline())
+    os.kill(server_pid, 0)  # running
+    runner.terminate()
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"redis-server {server_pid} outlived its runner")
