@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import io
 import pickle
@@ -16,14 +15,16 @@ from typing import Any
 import pytest
 
 from streamwise_core.appspec import StepSpec, load_app_spec
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, verify
+from streamwise_core.codec import ModelMeta, pack, verify
 from streamwise_core.errors import BlobRefused
 from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
-from streamwise_core.signing import Signature, Signer
+from streamwise_core.signing import Signer
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor import loading
 from streamwise_predictor.loading import FrameReader, LoadPolicy, ModelLoader, Pacer, gentle_loads, gentle_release
+
+from .tampering import REFUSALS, tampered
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
@@ -151,26 +152,9 @@ def test_load_returns_the_verified_meta_and_the_model(fraud_model: Any) -> None:
 # --- refusals, before anything is unpickled --------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["signature", "blob", "meta", "key", "river", "digest"])
+@pytest.mark.parametrize("how", REFUSALS)
 def test_a_refused_blob_is_never_unpickled(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = SIGNER
-    signed = pack(Exploding(how), meta(), signer)
-    match how:
-        case "signature":
-            signed = dataclasses.replace(signed, signature=Signature("k1", "0" * 64))
-        case "blob":
-            signed = dataclasses.replace(signed, blob=signed.blob + b".")
-        case "meta":
-            forged = signed.meta.replace(b'"version":3', b'"version":4')
-            assert forged != signed.meta
-            signed = dataclasses.replace(signed, meta=forged)
-        case "key":
-            signer = Signer({"k2": b"another-key-the-blob-was-not-signed-with"})
-        case "river":
-            signed = pack(Exploding(how), meta(river_version="0.0.1"), signer)
-        case "digest":
-            meta_bytes = meta(blob_sha256="0" * 64).model_dump_json().encode()
-            signed = SignedBlob(meta_bytes, signed.blob, signer.sign(meta_bytes, signed.blob))
+    signed, signer = tampered(how, Exploding(how), meta, SIGNER, Signer({"k2": b"another-key-the-blob-was-not-signed-with"}))
 
     def no_unpickler(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("an unpickler was made for a refused blob")

@@ -17,6 +17,8 @@ from streamwise_core.errors import BlobRefused
 from streamwise_core.settings import DEV_SIGNING_KEY, Settings
 from streamwise_core.signing import Signature, Signer
 
+from .tampering import REFUSALS, tampered
+
 OLD = b"old-secret-0123456789abcdef"
 NEW = b"new-secret-fedcba9876543210"
 
@@ -230,26 +232,9 @@ def test_the_side_effect_probe_works_on_a_valid_blob() -> None:
     assert UNPICKLED == ["valid"]
 
 
-@pytest.mark.parametrize("how", ["signature", "blob", "meta", "key", "river", "digest"])
+@pytest.mark.parametrize("how", REFUSALS)
 def test_unpack_never_unpickles_a_refused_blob(how: str) -> None:
-    signer = Signer({"k1": OLD})
-    signed = pack(Exploding(how), make_meta(), signer)
-    match how:
-        case "signature":
-            signed = dataclasses.replace(signed, signature=Signature("k1", "0" * 64))
-        case "blob":
-            signed = dataclasses.replace(signed, blob=signed.blob + b".")
-        case "meta":
-            forged = signed.meta.replace(b'"version":3', b'"version":4')
-            assert forged != signed.meta
-            signed = dataclasses.replace(signed, meta=forged)
-        case "key":
-            signer = Signer({"k2": NEW})
-        case "river":
-            signed = pack(Exploding(how), make_meta(river_version="0.0.1"), signer)
-        case "digest":
-            meta = make_meta(blob_sha256="0" * 64).model_dump_json().encode()
-            signed = SignedBlob(meta, signed.blob, signer.sign(meta, signed.blob))
+    signed, signer = tampered(how, Exploding(how), make_meta, Signer({"k1": OLD}), Signer({"k2": NEW}))
     with pytest.raises(BlobRefused):
         unpack(signed, signer)
     assert UNPICKLED == []
