@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -64,14 +64,46 @@ class StepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RetrainSpec(BaseModel):
+    """Periodic retraining: fit from scratch every ``every`` labelled examples on the last ``window``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    every: int = Field(default=500, ge=1)
+    window: int = Field(default=5000, ge=10)
+
+
+class DriftSpec(BaseModel):
+    """A drift detector on the model's error stream, and what a detected drift triggers.
+
+    ``alert`` records and announces it; ``reset`` also starts the model afresh (its metrics go
+    on); ``challenger`` also starts a fresh challenger with the same spec from the offsets where
+    the drift was detected (at most ``max_challengers`` of them at a time).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detector: Literal["adwin", "none"] = "adwin"
+    delta: float = Field(default=0.002, gt=0, lt=1)
+    action: Literal["alert", "reset", "challenger"] = "alert"
+    grace: int = Field(default=1000, ge=0)
+    """Examples after the start (or a drift) before a drift can be detected again."""
+    max_challengers: int = Field(default=2, ge=0)
+
+
 class ModelSpec(BaseModel):
-    """A model as a river pipeline: optional automatic preprocessing, then steps."""
+    """A model: a river pipeline learned online (optional automatic preprocessing, then
+    steps), or, with ``kind = "retrain"``, a scikit-learn pipeline fitted from scratch
+    periodically on a sliding window (steps name ``sklearn`` classes)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: Literal["online", "retrain"] = "online"
     preprocess: str = "auto"
     steps: tuple[StepSpec, ...]
+    retrain: RetrainSpec = RetrainSpec()
+    drift: DriftSpec = DriftSpec()
 
     @field_validator("preprocess")
     @classmethod
@@ -88,6 +120,20 @@ class ModelSpec(BaseModel):
         return value
 
 
+class PromotionSpec(BaseModel):
+    """When a challenger becomes champion by itself: its primary metric beats the champion's on
+    the same recent examples (at least ``min_common`` of the last ``window`` both scored) by
+    ``margin`` for ``hold_s`` seconds without a break."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auto: bool = True
+    margin: float = Field(default=0.01, ge=0)
+    hold_s: float = Field(default=30.0, ge=0)
+    window: int = Field(default=1000, ge=10)
+    min_common: int = Field(default=500, ge=1)
+
+
 class AppSpec(BaseModel):
     """Everything that makes one Streamwise application."""
 
@@ -98,6 +144,10 @@ class AppSpec(BaseModel):
     features: dict[str, FeatureSpec]
     label: LabelSpec = LabelSpec()
     model: ModelSpec
+    """The champion a new deployment starts with (promotion can make a challenger champion)."""
+    challengers: tuple[ModelSpec, ...] = ()
+    """Models learning from the same stream beside the champion, compared with it."""
+    promotion: PromotionSpec = PromotionSpec()
 
     @field_validator("features", mode="before")
     @classmethod
@@ -114,7 +164,19 @@ class AppSpec(BaseModel):
             raise ValueError("a multiclass task needs label.classes")
         if self.task is not Task.MULTICLASS and self.label.classes:
             raise ValueError("label.classes only applies to multiclass tasks")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
         return self
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """The champion declared first, then the challengers."""
+        return (self.model, *self.challengers)
+
+    def for_model(self, model: ModelSpec) -> AppSpec:
+        """This application with ``model`` as its only model: what one trainer learns."""
+        return self.model_copy(update={"model": model, "challengers": ()})
 
     @property
     def classes(self) -> tuple[Any, ...] | None:

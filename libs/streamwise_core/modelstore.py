@@ -33,6 +33,15 @@ class Pointer:
     generation: int
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The model predictors serve by default, and the generation of that choice (every change
+    of champion increments it, so predictors tell a new choice from a stale one)."""
+
+    model: str
+    generation: int
+
+
 GateCallback = Callable[[int | None, bytes | None], tuple[bool, dict[str, Any]]]
 """Given the current version and its metadata bytes, say whether the new version becomes
 current, and what to record about that decision."""
@@ -90,6 +99,75 @@ class ModelStore:
 
     def _writer_key(self, model: str) -> str:
         return f"{self._base}:trainer:{model}:writer"
+
+    @property
+    def _champion_key(self) -> str:
+        return f"{self._base}:champion"
+
+    @property
+    def _roster_key(self) -> str:
+        return f"{self._base}:roster"
+
+    async def champion(self) -> Champion | None:
+        try:
+            name, generation = await self._r.mget(self._champion_key, f"{self._champion_key}:generation")
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        if name is None:
+            return None
+        return Champion(name.decode(), int(generation) if generation is not None else 0)
+
+    async def claim_champion(self, model: str) -> Champion:
+        """Make ``model`` the champion unless one is set already; return the champion."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.set(self._champion_key, model, nx=True)
+                pipe.setnx(f"{self._champion_key}:generation", 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        champion = await self.champion()
+        assert champion is not None
+        return champion
+
+    async def set_champion(self, model: str, *, expect: str | None = None) -> Champion:
+        """Make ``model`` the champion with a new generation, atomically, and announce it;
+        ``expect``: fail with ``PointerMoved`` unless the champion is still that model."""
+        key = self._champion_key
+
+        async def write(pipe: Any) -> None:
+            raw = await pipe.get(key)
+            if expect is not None and (raw.decode() if raw is not None else None) != expect:
+                raise PointerMoved(f"the champion is {raw and raw.decode()}, not {expect}")
+            pipe.multi()
+            pipe.set(key, model)
+            pipe.incr(f"{key}:generation")
+
+        _, results = await self._optimistic((key,), write)
+        champion = Champion(model, int(results[-1]))
+        try:
+            await self._r.publish(self.channel, json.dumps({"champion": model, "champion_generation": champion.generation}))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return champion
+
+    async def set_roster(self, models: list[str]) -> None:
+        """The models learning now (champion and challengers), for predictors that shadow them."""
+        try:
+            await self._r.set(self._roster_key, json.dumps(sorted(models)))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def roster(self) -> list[str]:
+        try:
+            raw = await self._r.get(self._roster_key)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        try:
+            names = json.loads(raw) if raw is not None else []
+        except ValueError:
+            return []
+        return [n for n in names if isinstance(n, str)]
 
     async def claim_writer(self, model: str, holder: str, ttl_ms: int) -> str:
         """Take or renew the single-writer lease of ``model``; return who holds it now
@@ -214,6 +292,13 @@ class ModelStore:
         if generation is not None:
             note["generation"] = generation
         await self._r.publish(self.channel, json.dumps(note))
+
+    async def notify(self, note: dict[str, Any]) -> None:
+        """Announce something other than a version (a drift) on the same channel."""
+        try:
+            await self._r.publish(self.channel, json.dumps(note, default=str))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
 
     async def pointer(self, model: str) -> Pointer | None:
         """The current version and its generation, read together."""

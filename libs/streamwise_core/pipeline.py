@@ -94,6 +94,8 @@ def _auto_preprocessing(app: AppSpec) -> Any | None:
 def build_model(app: AppSpec, spec: ModelSpec | None = None) -> base.Estimator:
     """The river pipeline declared by ``spec`` (the app's model by default)."""
     spec = spec or app.model
+    if spec.kind == "retrain":
+        raise SpecError(f"model '{spec.name}' is retrained periodically: it is built by streamwise_core.retrain")
     steps = [build_step(s, app) for s in spec.steps]
     final = steps[-1]
     expected = base.Regressor if app.task is Task.REGRESSION else base.Classifier

@@ -17,14 +17,19 @@ APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
 
 def start_suite(
     tmp_path: Path, bootstrap: str, idempotence: bool, redis_url: str, names: tuple[str, ...],
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, app_spec: Path = APP_SPEC,
 ) -> Suite:
     ports = {name: free_port() for name in ("webapp", "ingest", "predictor", "trainer")}
     env = suite_env(
         bootstrap=bootstrap, idempotence=idempotence, redis_url=redis_url,
-        database_url=f"sqlite:///{tmp_path / 'registry.db'}", app_spec=APP_SPEC,
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}", app_spec=app_spec,
         topic_prefix=f"e2e{uuid.uuid4().hex[:8]}",
-        extra={"STREAMWISE_POLL_INTERVAL_MS": "500", **(extra_env or {})},
+        extra={
+            "STREAMWISE_POLL_INTERVAL_MS": "500",
+            # where the web app reaches the others (its System page and live feed)
+            **{f"STREAMWISE_UPSTREAM__{n.upper()}": f"http://127.0.0.1:{ports[n]}" for n in ("ingest", "predictor", "trainer")},
+            **(extra_env or {}),
+        },
     )
     specs = [s for s in service_specs(ports) if s.name in names]
     suite = Suite(env, tmp_path / "logs", specs, cwd=ROOT)

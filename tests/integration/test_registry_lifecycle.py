@@ -13,7 +13,7 @@ from alembic import command
 from streamwise_core.registry import AuditEntry, Lineage, Registry, migrate
 from streamwise_core.registry.repository import make_engine
 
-from .test_registry_sql import _alembic_config, _alembic_heads, _as_utc, _meta, db_url, registry  # noqa: F401 - fixtures
+from .test_registry_sql import HEAD, _alembic_config, _alembic_heads, _as_utc, _meta, db_url, registry  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_migrating_an_existing_0001_database_keeps_its_rows(db_url: str) -> None
     finally:
         engine.dispose()
     migrate(db_url)
-    assert _alembic_heads(db_url) == ["0002"]
+    assert _alembic_heads(db_url) == [HEAD]
     reg = Registry.from_url(db_url)
     try:
         [old] = reg.versions("app", "fraud-lr")

@@ -36,7 +36,7 @@ def test_learning_shows_at_scrape_time_without_any_call_in_the_hot_loop() -> Non
     accuracy = value(text, "streamwise_trainer_progressive_metric", model=MODEL, metric="accuracy")
     assert accuracy is not None and 0.5 < accuracy <= 1
     assert value(text, "streamwise_trainer_progressive_metric", model=MODEL, metric="accuracy_recent") is not None
-    assert value(text, "streamwise_trainer_consumed_offset", topic=runtime.settings.topics.events, partition="0") == 119
+    assert value(text, "streamwise_trainer_consumed_offset", model=MODEL, topic=runtime.settings.topics.events, partition="0") == 119
     assert value(text, "streamwise_trainer_dead_letters_total", model=MODEL) == 0
 
 
@@ -89,8 +89,8 @@ def test_consumer_lag_is_asked_at_scrape_time() -> None:
     registry.register(collector)
     asyncio.run(collector.refresh_lag())
     text = scrape(registry)
-    assert value(text, "streamwise_trainer_consumer_lag", topic="p.fraud.events", partition="1") == 17
-    assert value(text, "streamwise_trainer_consumer_lag", topic="p.fraud.labels", partition="0") == 0
+    assert value(text, "streamwise_trainer_consumer_lag", model=MODEL, topic="p.fraud.events", partition="1") == 17
+    assert value(text, "streamwise_trainer_consumer_lag", model=MODEL, topic="p.fraud.labels", partition="0") == 0
     assert value(text, "streamwise_trainer_model_version", model=MODEL) == 3, "v4 is still being retried"
     collector.runtime = Lagging(ConnectionError("broker away"))
     asyncio.run(collector.refresh_lag())

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..codec import ModelMeta
 from ..errors import BackendUnavailable
+from .roster import RosterRepository
 from .tables import AuditRow, ModelVersionRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -97,7 +98,7 @@ class AuditEntry:
     id: int | None = None
 
 
-class Registry:
+class Registry(RosterRepository):
     """Synchronous repository; async callers run it in a worker thread."""
 
     def __init__(self, engine: Engine) -> None:

@@ -14,6 +14,14 @@ class ServedModel:
     model: Any
     generation: int = 0
     """The generation of the current pointer that named this version (see ``Pointer``)."""
+    champion_generation: int = 0
+    """The generation of the champion choice that named this model (see ``Champion``)."""
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Newer is greater: a new champion, then a newer pointer of the same model, then a
+        higher version within one pointer generation."""
+        return (self.champion_generation, self.generation, self.meta.version)
 
 
 class ModelHolder:
@@ -33,12 +41,11 @@ class ModelHolder:
         return self.current.generation if self.current else None
 
     def offer(self, candidate: ServedModel) -> bool:
-        """Serve ``candidate`` if it is newer than what is served: a newer pointer generation
-        (a rollback goes to a lower version on purpose), or, within one generation, a higher
-        version. A stale pointer or announcement never takes the served model back."""
-        if self.current is not None and (candidate.generation, candidate.meta.version) <= (
-            self.current.generation, self.current.meta.version
-        ):
+        """Serve ``candidate`` if it is newer than what is served (``ServedModel.order``): a new
+        champion, a newer pointer generation (a rollback goes to a lower version on purpose),
+        or, within one generation, a higher version. A stale pointer or announcement never
+        takes the served model back."""
+        if self.current is not None and candidate.order <= self.current.order:
             return False
         self.current = candidate
         self.swaps += 1

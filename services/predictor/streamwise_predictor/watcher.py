@@ -31,54 +31,79 @@ class VersionWatcher:
         """One load at a time: a large model's load must not share the CPU with another's."""
         self._loader = loader or ModelLoader()
         self.refused: dict[int, str] = {}
+        """Versions of the configured model refused, and why (never retried)."""
+        self.refused_elsewhere: dict[str, dict[int, str]] = {}
+        """The same for other models (challengers that became champion)."""
+
+    async def target(self) -> tuple[str, int]:
+        """The model to serve (the champion, or the configured one before any champion is set)
+        and the generation of that choice."""
+        champion = await self._store.champion()
+        return (champion.model, champion.generation) if champion is not None else (self._model, 0)
+
+    def is_refused(self, model: str, version: int) -> bool:
+        refused = self.refused if model == self._model else self.refused_elsewhere.get(model, {})
+        return version in refused
+
+    def _refuse(self, model: str, version: int, reason: str) -> None:
+        if model == self._model:
+            self.refused[version] = reason
+        else:
+            self.refused_elsewhere.setdefault(model, {})[version] = reason
+        log.error("refused %s v%s: %s; still serving v%s", model, version, reason, self._holder.version)
 
     async def check(self, version: int | None = None) -> None:
-        """Load what the current pointer names if it is newer than what is served: a newer
-        generation (a promotion or rollback moves to any stored version), or a higher version
-        within the same generation. An announcement only triggers a look at the pointer, so
-        versions announced while another one loaded are skipped once the pointer has moved on,
-        and a version the pointer never named (held back by the gate) is never served."""
+        """Load what the champion's current pointer names if it is newer than what is served: a
+        new champion, a newer generation (a promotion or rollback moves to any stored version),
+        or a higher version within the same generation. An announcement only triggers a look at
+        the pointer, so versions announced while another one loaded are skipped once the pointer
+        has moved on, and a version the pointer never named (held back by the gate) is never served."""
         async with self._lock:
-            pointer = await self._store.pointer(self._model)
-            if pointer is None or pointer.version in self.refused:
+            model, champion_generation = await self.target()
+            pointer = await self._store.pointer(model)
+            if pointer is None or self.is_refused(model, pointer.version):
                 return
-            version, generation = pointer.version, pointer.generation
-            served = self._holder.current
-            if served is not None and (generation, version) <= (served.generation, served.meta.version):
-                return
-            if served is not None and version == served.meta.version:
-                # The same version under a newer generation (e.g. rolled back to it): no reload.
-                self._holder.offer(ServedModel(served.meta, served.model, generation))
-                return
-            try:
-                signed = await self._store.load(self._model, version)
-            except BackendUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a hash that is no signed blob (fields missing or garbled)
-                self.refused[version] = f"malformed version hash: {exc!r}"
-                log.error("refused %s v%s: malformed (%r); still serving v%s", self._model, version, exc, self._holder.version)
-                return
-            if signed is None:
-                return
-            try:
-                # Verifying and unpickling a large model takes time: keep it off the event loop.
-                # ModelLoader verifies first, then unpickles gently (GIL, GC and CPU share: loading.py).
-                meta, model = await asyncio.to_thread(self._loader.load, signed, self._signer)
-            except BlobRefused as exc:
-                self.refused[version] = str(exc)
-                log.error("refused %s v%s: %s; still serving v%s", self._model, version, exc, self._holder.version)
-                return
-            if meta.model != self._model or meta.version != version:
-                self.refused[version] = "metadata names another model or version"
-                log.error("refused %s v%s: metadata says %s v%s", self._model, version, meta.model, meta.version)
+            found = await self.load(model, pointer.version, pointer.generation, champion_generation)
+            if found is None:
                 return
             previous = self._holder.current
-            if self._holder.offer(ServedModel(meta, model, generation)):
-                if previous is not None:
+            if self._holder.offer(found):
+                if previous is not None and previous.model is not found.model:
                     self._loader.retired(previous.model)
                 if (took := self._loader.last).get("total", 0) > 0.1:
-                    log.info("loaded %s v%s in %s", self._model, version, ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
-                log.info("now serving %s v%s (generation %s)", self._model, version, generation)
+                    log.info("loaded %s v%s in %s", model, found.meta.version, ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in took.items()))
+                log.info("now serving %s v%s (generation %s, champion generation %s)", model, found.meta.version, pointer.generation, champion_generation)
+
+    async def load(self, model: str, version: int, generation: int, champion_generation: int) -> ServedModel | None:
+        """``model`` ``version`` verified and unpickled off the event loop, unless it is older
+        than what is served (then ``None``); the served object itself when only the generation is new."""
+        candidate_order = (champion_generation, generation, version)
+        served = self._holder.current
+        if served is not None and candidate_order <= served.order:
+            return None
+        if served is not None and served.meta.model == model and version == served.meta.version:
+            # The same version under a newer generation (e.g. rolled back to it): no reload.
+            return ServedModel(served.meta, served.model, generation, champion_generation)
+        try:
+            signed = await self._store.load(model, version)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hash that is no signed blob (fields missing or garbled)
+            self._refuse(model, version, f"malformed version hash: {exc!r}")
+            return None
+        if signed is None:
+            return None
+        try:
+            # Verifying and unpickling a large model takes time: keep it off the event loop.
+            # ModelLoader verifies first, then unpickles gently (GIL, GC and CPU share: loading.py).
+            meta, loaded = await asyncio.to_thread(self._loader.load, signed, self._signer)
+        except BlobRefused as exc:
+            self._refuse(model, version, str(exc))
+            return None
+        if meta.model != model or meta.version != version:
+            self._refuse(model, version, "metadata names another model or version")
+            return None
+        return ServedModel(meta, loaded, generation, champion_generation)
 
     async def poll(self) -> None:
         """Check the current pointer every interval; nothing that goes wrong stops polling."""
@@ -95,8 +120,8 @@ class VersionWatcher:
         while True:
             try:
                 async for note in self._store.announcements():
-                    if note.get("model") == self._model and isinstance(note.get("version"), int):
-                        await self.check(note["version"])
+                    if "champion" in note or isinstance(note.get("version"), int):
+                        await self.check()
             except (BackendUnavailable, OSError, ConnectionError) as exc:
                 log.warning("announcements lost (%s); polling covers the gap", exc)
             except Exception as exc:  # redis raises its own ConnectionError family

@@ -1,4 +1,4 @@
-"""``python -m streamwise_trainer``: prepare, then run the faust worker."""
+"""``python -m streamwise_trainer``: prepare every model of the roster, then run the faust worker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import faust
 from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging
 
-from .app import create_app, prepare
-from .runtime import TrainerRuntime
+from .app import create_app, prepare_shared
 from .settings import TrainerSettings
+from .supervisor import Supervisor
 from .writer import writer_id
 
 
@@ -22,8 +22,14 @@ def main() -> None:
     signer = Signer(settings.signing_key_map)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     writer = writer_id()
-    trainer = asyncio.run(prepare(settings, signer, writer))
-    app = create_app(settings, TrainerRuntime(settings, trainer, signer, writer=writer))
+    supervisor = Supervisor(settings, signer, writer)
+
+    async def prepare() -> None:
+        await prepare_shared(settings)
+        await supervisor.prepare()
+
+    asyncio.run(prepare())
+    app = create_app(settings, supervisor)
     # Logging is ours (JSON or text, as configured); with JSON logs the banner is left out too.
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=json_logs)
     worker.spinner = None  # it writes terminal escapes to stdout, a terminal or not

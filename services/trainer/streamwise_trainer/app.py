@@ -1,4 +1,5 @@
-"""Composition root of the trainer: a faust app around one ``TrainerRuntime``."""
+"""Composition root of the trainer: a faust app around the ``Supervisor`` of every model's
+``TrainerRuntime`` (or around one runtime, in tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from streamwise_core.http import API_KEY_HEADER, api_key_matches
 from streamwise_core.kafka import ensure_topics
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.codec import verify
+from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
 
@@ -20,6 +22,7 @@ from .core import Trainer
 from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
+from .consumer import start_positions
 from .writer import acquire as acquire_lease
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ class TrainerApp(faust.App):
     BootStrategy = _ServiceOnly
 
 
-def create_app(settings: TrainerSettings, runtime: TrainerRuntime) -> faust.App:
+def create_app(settings: TrainerSettings, runtime: TrainerRuntime | Any) -> faust.App:
     """Build the faust app; nothing connects until the worker starts.
 
     Faust runs the service: worker lifecycle and signals, the web server, timers. The hot
@@ -114,35 +117,53 @@ async def backfill_registry(store: ModelStore, settings: TrainerSettings, signer
         registry.close()
 
 
-async def prepare(settings: TrainerSettings, signer: Signer, writer: str) -> Trainer:
-    """Take the single-writer lease, create topics, migrate the registry and restore the
-    newest checkpoint, if any."""
-    store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
-    try:
-        await acquire_lease(store, settings.spec.model.name, writer, settings.writer_lease_ms)
-    finally:
-        await store.close()
+async def prepare_shared(settings: TrainerSettings) -> None:
+    """Create the topics and migrate the registry (once per process, before any model)."""
     await ensure_topics(settings.kafka, settings.topics.all())
     await asyncio.to_thread(migrate, settings.database_url)
+
+
+async def prepare_model(
+    settings: TrainerSettings, signer: Signer, writer: str, start: StartPosition | None = None, *,
+    lease_wait_s: float | None = None,
+) -> Trainer:
+    """Take the model's single-writer lease and restore its newest checkpoint; without one, a
+    new trainer starts from ``start`` (the beginning of the topics by default).
+
+    ``settings.spec`` names the one model (see ``AppSpec.for_model``).
+    """
+    model = settings.spec.model.name
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
     try:
-        checkpoint = await store.load_checkpoint(settings.spec.model.name)
+        await acquire_lease(store, model, writer, settings.writer_lease_ms, wait_s=lease_wait_s)
+        checkpoint = await store.load_checkpoint(model)
         # Held-back versions are above the current one: number the next after every stored one.
-        published = await store.latest_version(settings.spec.model.name)
+        published = await store.latest_version(model)
         await backfill_registry(store, settings, signer)
     finally:
         await store.close()
     if checkpoint is None:
-        log.info("no checkpoint: learning from the start of the topics")
-        return Trainer(
+        trainer = Trainer(
             settings.spec, settings.topics, join_capacity=settings.join_capacity, dedupe_window=settings.dedupe_window
         )
+        if start is not None:
+            trainer.state.offsets.update(await start_positions(
+                settings.kafka, settings.topics.events, settings.topics.labels, start, f"{settings.spec.name}-{model}-start",
+            ))
+        log.info("%s: no checkpoint, learning from %s (offsets %s)", model, (start.as_dict() if start else "the start"), trainer.state.offsets)
+        return trainer
     trainer = Trainer.restore(
         settings.spec, settings.topics, checkpoint, signer,
         dedupe_window=settings.dedupe_window, published_version=published,
     )
     log.info(
-        "restored a checkpoint of %s examples (offsets %s); next version v%s",
-        trainer.examples_seen, trainer.state.offsets, trainer.state.version + 1,
+        "%s: restored a checkpoint of %s examples (offsets %s); next version v%s",
+        model, trainer.examples_seen, trainer.state.offsets, trainer.state.version + 1,
     )
     return trainer
+
+
+async def prepare(settings: TrainerSettings, signer: Signer, writer: str) -> Trainer:
+    """Everything a single-model trainer needs before it runs (tests and tools)."""
+    await prepare_shared(settings)
+    return await prepare_model(settings, signer, writer)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.settings import KafkaSettings
 
 from .core import Record, position_key
@@ -100,3 +101,41 @@ class BatchConsumer:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+
+async def start_positions(
+    kafka: KafkaSettings, events: str, labels: str, start: StartPosition, client_id: str,
+) -> dict[str, int]:
+    """Checkpoint-style positions (last offset already behind, per ``topic:partition``) where a
+    new model starts: ``earliest`` is none at all, ``latest`` the end of both topics, ``offset``
+    that offset on every events partition, ``time`` the first records at or after that time."""
+    if start.from_ == "earliest":
+        return {}
+    if start.from_ == "positions":
+        return dict(start.positions or {})
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None, client_id=client_id)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for topic in (events, labels) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - see BatchConsumer._assign_all
+            partitions = [
+                TopicPartition(topic, p) for topic in (events, labels)
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+        ends = await consumer.end_offsets(partitions)
+        beginnings = await consumer.beginning_offsets(partitions)
+        first: dict[TopicPartition, int] = {}
+        if start.from_ == "latest":
+            first = dict(ends)
+        elif start.from_ == "offset":
+            first = {tp: min(max(start.offset or 0, beginnings[tp]), ends[tp]) for tp in partitions if tp.topic == events}
+        elif start.from_ == "time":
+            assert start.time is not None
+            found = await consumer.offsets_for_times({tp: int(start.time.timestamp() * 1000) for tp in partitions})
+            first = {tp: (hit.offset if hit is not None else ends[tp]) for tp, hit in found.items()}
+        return {position_key(tp.topic, tp.partition): offset - 1 for tp, offset in first.items() if offset > 0}
+    finally:
+        await consumer.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -12,13 +13,13 @@ from pydantic import ValidationError
 from streamwise_core.appspec import AppSpec
 from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
 from streamwise_core.events import EventReceived, LabelReceived
-from streamwise_core.pipeline import build_model
 from streamwise_core.schema import ModelInputReader, feature_errors, label_error
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 
+from .drift import Drift, DriftMonitor, drift_monitor
 from .join import Example, LabelJoin
-from .learner import OnlineLearner
+from .learner import Learner, make_learner
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Rejected:
 class TrainerState:
     """Everything a checkpoint holds; restoring it resumes exactly where it stopped."""
 
-    learner: OnlineLearner
+    learner: Learner
     join: LabelJoin
     offsets: dict[str, int] = field(default_factory=dict)
     version: int = 0
@@ -54,6 +55,9 @@ class TrainerState:
     duplicates: int = 0
     learned_digest: str = ""
     """A hash chain over the ids learned, in order: equal digests mean equal histories."""
+    drift: DriftMonitor | None = None
+    drifts: list[Drift] = field(default_factory=list)
+    """Drifts detected and not yet handed to the runtime (which records and acts on them)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,12 @@ class Trainer:
         self.topics = topics
         self.dedupe_window = dedupe_window
         self.state = state or TrainerState(
-            learner=OnlineLearner(build_model(spec), spec.task), join=LabelJoin(join_capacity)
+            learner=make_learner(spec), join=LabelJoin(join_capacity), drift=drift_monitor(spec.model.drift),
         )
         self.skipped = 0
         self._read_input = ModelInputReader(spec)
+        self.on_scored: Callable[[str, float], None] | None = None
+        """Told each example's id and error as it is learned (the champion/challenger scoreboard)."""
 
     @property
     def examples_seen(self) -> int:
@@ -141,10 +147,31 @@ class Trainer:
         state.recent_ids[example.id] = None
         if len(state.recent_ids) > self.dedupe_window:
             state.recent_ids.popitem(last=False)
-        state.learner.learn(example.x, example.y)
+        outcome = state.learner.learn(example.x, example.y)
+        if self.on_scored is not None or state.drift is not None:
+            error = outcome.error(self.spec.task)
+            if self.on_scored is not None:
+                self.on_scored(example.id, error)
+            if state.drift is not None:
+                self._watch_drift(error)
         state.learned_digest = hashlib.blake2b(
             f"{state.learned_digest}{example.id}".encode(), digest_size=16
         ).hexdigest()
+
+    def _watch_drift(self, error: float) -> None:
+        state = self.state
+        assert state.drift is not None
+        found = state.drift.update(error, state.learner.examples_seen, state.offsets)
+        if found is None:
+            return
+        state.drifts.append(found)
+        if found.action == "reset":
+            state.learner.reset()
+
+    def take_drifts(self) -> list[Drift]:
+        """Drifts detected since the last call."""
+        found, self.state.drifts = self.state.drifts, []
+        return found
 
     def snapshot(self, signer: Signer, *, checkpoint: bool = True) -> Snapshot:
         """Sign the model as the next version, with a checkpoint of the whole state if asked.

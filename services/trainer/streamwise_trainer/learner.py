@@ -1,12 +1,15 @@
-"""Predict, score, then learn: progressive validation of one river model."""
+"""Predict, score, then learn: progressive validation of one model, online or retrained."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from streamwise_core.appspec import Task
+from streamwise_core.appspec import AppSpec, Task
 from streamwise_core.inference import predict
+from streamwise_core.pipeline import build_model
+from streamwise_core.retrain import BatchModel, build_estimator
 
 from .metrics import ProgressiveMetrics
 
@@ -19,15 +22,35 @@ class Outcome:
     y_pred: Any
     proba: dict[Any, float] | None
 
+    def error(self, task: Task) -> float:
+        """0 or 1 for a classifier, the absolute error for a regressor (what drift detectors
+        watch and challengers are compared on)."""
+        if task is Task.REGRESSION:
+            return abs(float(self.y_true) - float(self.y_pred or 0.0))
+        return 0.0 if self.y_pred == self.y_true else 1.0
+
+
+class Learner(Protocol):
+    model: Any
+    task: Task
+    metrics: ProgressiveMetrics
+    examples_seen: int
+
+    def learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
+
+    def reset(self) -> None: ...
+
 
 class OnlineLearner:
     """A river model with its progressive-validation metrics."""
 
-    def __init__(self, model: Any, task: Task) -> None:
+    def __init__(self, model: Any, task: Task, app: AppSpec | None = None) -> None:
         self.model = model
         self.task = task
         self.metrics = ProgressiveMetrics(task)
         self.examples_seen = 0
+        self.app = app
+        """The spec the model was built from, to start afresh on ``reset``."""
 
     def learn(self, x: dict[str, Any], y: Any) -> Outcome:
         """Predict first, update the metrics with that prediction, then learn."""
@@ -36,3 +59,57 @@ class OnlineLearner:
         self.model.learn_one(x, y)
         self.examples_seen += 1
         return Outcome(y, y_pred, proba)
+
+    def reset(self) -> None:
+        """Forget what was learned (a drift action); metrics and counts go on."""
+        if self.app is None:
+            raise RuntimeError("this learner does not know its spec")
+        self.model = build_model(self.app)
+
+
+class RetrainingLearner:
+    """A scikit-learn pipeline fitted from scratch every ``every`` examples on the last
+    ``window``, scored by progressive validation like an online model."""
+
+    def __init__(self, app: AppSpec) -> None:
+        self.app = app
+        self.task = app.task
+        self.model = BatchModel(None, app.task)
+        self.metrics = ProgressiveMetrics(app.task)
+        self.examples_seen = 0
+        self.fits = 0
+        self._window: deque[tuple[dict[str, Any], Any]] = deque(maxlen=app.model.retrain.window)
+        self._since_fit = 0
+
+    def learn(self, x: dict[str, Any], y: Any) -> Outcome:
+        y_pred, proba = predict(self.model, self.task, x)
+        self.metrics.update(y, y_pred, proba)
+        self._window.append((x, y))
+        self.examples_seen += 1
+        self._since_fit += 1
+        if self._since_fit >= self.app.model.retrain.every:
+            self._fit()
+        return Outcome(y, y_pred, proba)
+
+    def _fit(self) -> None:
+        xs = [x for x, _ in self._window]
+        ys = [y for _, y in self._window]
+        if self.task is not Task.REGRESSION and len(set(ys)) < 2:
+            return  # a classifier needs two classes; try again with the next example
+        pipeline = build_estimator(self.app, self.app.model)
+        pipeline.fit(xs, ys)
+        self.model = BatchModel(pipeline, self.task)
+        self.fits += 1
+        self._since_fit = 0
+
+    def reset(self) -> None:
+        self._window.clear()
+        self._since_fit = 0
+        self.model = BatchModel(None, self.task)
+
+
+def make_learner(app: AppSpec) -> OnlineLearner | RetrainingLearner:
+    """The learner for the app's (only) model."""
+    if app.model.kind == "retrain":
+        return RetrainingLearner(app)
+    return OnlineLearner(build_model(app), app.task, app)

@@ -47,107 +47,122 @@ def published_version(status: Status) -> int:
     return version - 1 if status.get("publish_pending") is not None else version
 
 
-class TrainerCollector(Collector):
-    """Reads the runtime's counters when Prometheus scrapes, so learning pays nothing for them.
+def _runtimes(source: Any) -> list[Any]:
+    """The runtimes behind ``source``: a supervisor's (one per model), or ``source`` itself."""
+    runtimes = getattr(source, "runtimes", None)
+    return list(runtimes.values()) if isinstance(runtimes, Mapping) else [source]
 
-    Every family is reported even when the runtime has nothing to say yet (no samples), so the
+
+class TrainerCollector(Collector):
+    """Reads each model's runtime counters when Prometheus scrapes, so learning pays nothing
+    for them. ``runtime`` is a supervisor of several runtimes, or one runtime.
+
+    Every family is reported even when nothing has anything to say yet (no samples), so the
     names the dashboard uses are always there.
     """
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
-        self.lag: Mapping[str, int] | None = None
-        """Records not yet consumed per ``topic:partition``, as of the last scrape."""
+        self.lag: dict[str, Mapping[str, int]] | None = None
+        """Records not yet consumed per model and ``topic:partition``, as of the last scrape."""
 
     async def refresh_lag(self) -> None:
-        ask = getattr(self.runtime, "lag", None)
-        if ask is None:
-            self.lag = None
-            return
-        try:
-            async with asyncio.timeout(LAG_TIMEOUT_S):
-                self.lag = dict(await ask())
-        except Exception as exc:  # noqa: BLE001 - a broker that is away costs the lag samples, not the scrape
-            log.debug("consumer lag unavailable: %r", exc)
-            self.lag = None
+        lags: dict[str, Mapping[str, int]] = {}
+        for runtime in _runtimes(self.runtime):
+            ask = getattr(runtime, "lag", None)
+            if ask is None:
+                continue
+            try:
+                async with asyncio.timeout(LAG_TIMEOUT_S):
+                    lags[self._model_of(runtime)] = dict(await ask())
+            except Exception as exc:  # noqa: BLE001 - a broker that is away costs the lag samples, not the scrape
+                log.debug("consumer lag unavailable: %r", exc)
+        self.lag = lags or None
 
-    def _status(self) -> Status:
+    @staticmethod
+    def _model_of(runtime: Any) -> str:
         try:
-            return self.runtime.status()
-        except Exception as exc:  # noqa: BLE001 - a scrape must answer: the families come without samples
-            log.warning("trainer status unavailable for metrics: %r", exc)
-            return {}
+            return str(runtime.status().get("model", ""))
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _statuses(self) -> list[tuple[Any, Status]]:
+        found = []
+        for runtime in _runtimes(self.runtime):
+            try:
+                found.append((runtime, runtime.status()))
+            except Exception as exc:  # noqa: BLE001 - a scrape must answer: the families come without samples
+                log.warning("trainer status unavailable for metrics: %r", exc)
+        return found
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples (for the registry's name check; no status read)."""
-        return self._families({}, None)
+        return self._families([], None)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._status(), self.lag)
+        return self._families(self._statuses(), self.lag)
 
-    def _families(self, status: Status, lag_by_tp: Mapping[str, int] | None) -> Iterator[Metric]:
-        model = str(status.get("model", ""))
-        has = bool(status)
-
-        def counter(name: str, doc: str, key: str) -> CounterMetricFamily:
-            family = CounterMetricFamily(name, doc, labels=["model"])
-            if has and status.get(key) is not None:
-                family.add_metric([model], float(status[key]))  # type: ignore[arg-type]
-            return family
-
+    def _families(
+        self, statuses: list[tuple[Any, Status]], lags: Mapping[str, Mapping[str, int]] | None,
+    ) -> Iterator[Metric]:
         def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=labels)
 
-        yield counter(
-            "streamwise_trainer_examples_learned", "Examples learned (predicted, scored, then learned), restored ones included.",
-            "examples_seen",
-        )
+        counters = [
+            ("streamwise_trainer_examples_learned", "Examples learned (predicted, scored, then learned), restored ones included.", "examples_seen"),
+            ("streamwise_trainer_dead_letters", "Records sent to the dead-letter topic.", "dead_letters"),
+            ("streamwise_trainer_publish_failures", "Publications that failed (and were retried).", "publish_failures"),
+            ("streamwise_trainer_duplicates_ignored", "Examples not learned again: their id was learned recently.", "duplicates_ignored"),
+            ("streamwise_trainer_skipped_replayed", "Records skipped: the checkpoint already holds them.", "skipped_replayed"),
+            ("streamwise_trainer_join_evicted", "Events or labels evicted from the join before their other half came.", "join_evicted"),
+            ("streamwise_trainer_registry_failures", "Registry writes deferred because the database failed.", "registry_failures"),
+            ("streamwise_trainer_drifts", "Drifts detected in the model's error stream.", "drifts_detected"),
+        ]
+        for name, doc, key in counters:
+            family = CounterMetricFamily(name, doc, labels=["model"])
+            for _, status in statuses:
+                if status.get(key) is not None:
+                    family.add_metric([str(status.get("model", ""))], float(status[key]))
+            yield family
         progressive = gauge(
             "streamwise_trainer_progressive_metric",
             "Progressive-validation metric of the model being trained (all-time, and *_recent over the last examples).",
             ["model", "metric"],
         )
-        for metric, value in (status.get("metrics") or {}).items():
-            progressive.add_metric([model, str(metric)], float(value))
-        yield progressive
         version = gauge("streamwise_trainer_model_version", "Newest version published.", ["model"])
         unpublished = gauge("streamwise_trainer_unpublished_examples", "Examples learned since the last publication.", ["model"])
-        if has:
-            version.add_metric([model], published_version(status))
-            trainer = getattr(self.runtime, "trainer", None)
-            waiting = getattr(trainer, "unpublished", None)
-            if isinstance(waiting, int):
-                unpublished.add_metric([model], waiting)
-        yield version
-        yield unpublished
-        yield counter("streamwise_trainer_dead_letters", "Records sent to the dead-letter topic.", "dead_letters")
-        yield counter("streamwise_trainer_publish_failures", "Publications that failed (and were retried).", "publish_failures")
-        yield counter("streamwise_trainer_duplicates_ignored", "Examples not learned again: their id was learned recently.", "duplicates_ignored")
-        yield counter("streamwise_trainer_skipped_replayed", "Records skipped: the checkpoint already holds them.", "skipped_replayed")
-        yield counter("streamwise_trainer_join_evicted", "Events or labels evicted from the join before their other half came.", "join_evicted")
-        yield counter("streamwise_trainer_registry_failures", "Registry writes deferred because the database failed.", "registry_failures")
         join = gauge("streamwise_trainer_join_waiting", "Events waiting for their label, labels waiting for their event.", ["model", "side"])
         backlog = gauge("streamwise_trainer_registry_backlog", "Published versions whose registry row is not written yet.", ["model"])
-        if has:
+        champion = gauge("streamwise_trainer_champion", "1 for the model served by default, 0 for a challenger.", ["model"])
+        offsets = gauge(
+            "streamwise_trainer_consumed_offset", "Last offset the trainer handled, per topic and partition.",
+            ["model", "topic", "partition"],
+        )
+        for runtime, status in statuses:
+            model = str(status.get("model", ""))
+            for metric, value in (status.get("metrics") or {}).items():
+                progressive.add_metric([model, str(metric)], float(value))
+            version.add_metric([model], published_version(status))
+            waiting = getattr(getattr(runtime, "trainer", None), "unpublished", None)
+            if isinstance(waiting, int):
+                unpublished.add_metric([model], waiting)
             for side in ("features", "labels"):
                 if status.get(f"waiting_{side}") is not None:
                     join.add_metric([model, side], float(status[f"waiting_{side}"]))
             if status.get("registry_backlog") is not None:
                 backlog.add_metric([model], float(status["registry_backlog"]))
-        yield join
-        yield backlog
-        offsets = gauge(
-            "streamwise_trainer_consumed_offset", "Last offset the trainer handled, per topic and partition.", ["topic", "partition"],
-        )
-        for key, offset in (status.get("offsets") or {}).items():
-            offsets.add_metric(list(_split_tp(str(key))), float(offset))
-        yield offsets
+            if status.get("role") is not None:
+                champion.add_metric([model], 1.0 if status["role"] == "champion" else 0.0)
+            for key, offset in (status.get("offsets") or {}).items():
+                offsets.add_metric([model, *_split_tp(str(key))], float(offset))
+        yield from (progressive, version, unpublished, join, backlog, champion, offsets)
         lag = gauge(
             "streamwise_trainer_consumer_lag", "Records in the topic not yet consumed (end offset minus position).",
-            ["topic", "partition"],
+            ["model", "topic", "partition"],
         )
-        for key, records in (lag_by_tp or {}).items():
-            lag.add_metric(list(_split_tp(str(key))), float(records))
+        for model, by_tp in (lags or {}).items():
+            for key, records in by_tp.items():
+                lag.add_metric([model, *_split_tp(str(key))], float(records))
         yield lag
 
 
@@ -205,6 +220,13 @@ def register_observability(app: Any, runtime: TrainerRuntime) -> CollectorRegist
     if isinstance(runtime, TrainerRuntime):
         publications.prepare(runtime.settings.spec.model.name)
         runtime.on_published = publications.observe
+    elif hasattr(runtime, "on_runtime"):
+
+        def observe(started: TrainerRuntime) -> None:
+            publications.prepare(started.settings.spec.model.name)
+            started.on_published = publications.observe
+
+        runtime.on_runtime = observe
 
     @app.page(METRICS_PATH)
     async def metrics(web: Any, request: Any) -> Any:

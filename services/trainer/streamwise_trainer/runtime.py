@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +24,7 @@ from streamwise_core.signing import Signer
 
 from .consumer import BatchConsumer
 from .core import Record, Rejected, Snapshot, Trainer
+from .drift import Drift
 from .publisher import Publisher
 from .settings import TrainerSettings
 
@@ -70,6 +71,10 @@ class TrainerRuntime:
         self._publisher: Publisher | None = None
         self._store: ModelStore | None = None
         self._consumer: BatchConsumer | None = None
+        self.role = "champion"
+        """``champion`` or ``challenger``: set by the supervisor, shown in status and metrics."""
+        self.on_drift: Callable[[TrainerRuntime, Drift], Awaitable[None]] | None = None
+        """Records and acts on each drift the trainer detected (see supervisor.py)."""
         self.on_published: Callable[[Snapshot, float, float], None] | None = None
         """Called after each publication with the snapshot, how long publishing took and how long
         its oldest example had waited since it was learned (see observability.py)."""
@@ -191,6 +196,8 @@ class TrainerRuntime:
             self._unpublished_since = time.monotonic()
         for item in rejected:
             await self._dead_letter(item)
+        for found in self.trainer.take_drifts():
+            await self._report_drift(found)
         if self._publish_due() and self._may_publish():
             await self.publish()
 
@@ -330,10 +337,26 @@ class TrainerRuntime:
         )
         await self._producer.send_and_wait(self.settings.topics.dead_letters, letter.to_bytes(), key=r.key)
 
+    async def _report_drift(self, found: Drift) -> None:
+        log.warning(
+            "drift in %s after %s examples (error now %.3f); action: %s",
+            self.trainer.spec.model.name, found.examples_seen, found.error_after, found.action,
+        )
+        if self.on_drift is None:
+            return
+        try:
+            await self.on_drift(self, found)
+        except Exception:  # noqa: BLE001 - recording a drift must never stop learning
+            log.exception("drift of %s not recorded", self.trainer.spec.model.name)
+
     def status(self) -> dict[str, object]:
         join = self.trainer.state.join
+        drift = self.trainer.state.drift
         return {
             "model": self.trainer.spec.model.name,
+            "role": self.role,
+            "kind": self.trainer.spec.model.kind,
+            "drifts_detected": drift.detected if drift is not None else 0,
             "version": self.trainer.state.version,
             "examples_seen": self.trainer.examples_seen,
             "metrics": self.trainer.state.learner.metrics.snapshot(),

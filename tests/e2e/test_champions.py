@@ -1,0 +1,206 @@
+"""Champion and challengers end to end, on Apache Kafka, Redis and SQLite, through HTTP and the CLI:
+
+- after a forced drift in the demo stream, the champion's drift detector starts a fresh
+  challenger, which takes over by itself; its error on events after the drift is lower than
+  the old champion's, and every predictor serves it;
+- a challenger added at run time replays the events topic (from the start, an offset or a time)
+  and rebuilds a model that predicts exactly like the one trained live on the same events;
+- a retrained scikit-learn challenger learns beside them; a retired one stops; no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamwise_core.appspec import load_app_spec
+from streamwise_core.codec import unpack
+from streamwise_core.inference import predict
+from streamwise_core.modelstore import ModelStore
+from streamwise_core.registry import Registry
+from streamwise_core.settings import DEV_SIGNING_KEY
+from streamwise_core.signing import Signer
+from streamwise_devstack.fraud import FraudStream, GeneratedEvent, holdout
+from streamwise_devstack.suite import Suite
+
+from .conftest import APP_SPEC, ROOT, start_suite
+from .loop_client import API_KEY, LoopClient, wait_for
+
+pytestmark = pytest.mark.e2e
+CHAMPION = "fraud-lr"
+SIGNER = Signer({DEV_SIGNING_KEY.split(":")[0]: DEV_SIGNING_KEY.split(":", 1)[1].encode()})
+
+DRIFTING = APP_SPEC.read_text() + """
+[model.drift]
+action = "challenger"
+grace = 500
+
+[promotion]
+margin = 0.01
+hold_s = 2
+window = 1000
+min_common = 300
+
+[[challengers]]
+name = "fraud-batch"
+kind = "retrain"
+retrain = { every = 500, window = 3000 }
+
+[[challengers.steps]]
+use = "linear_model.LogisticRegression"
+params = { max_iter = 300 }
+"""
+
+
+def _status(suite: Suite) -> dict[str, Any]:
+    return httpx.get(f"{suite.url('trainer')}/v1/status", timeout=5, headers=API_KEY).json()
+
+
+def _send_paced(client: LoopClient, events: list[GeneratedEvent], rate: float, batch: int = 100) -> None:
+    started = time.monotonic()
+    for k in range(0, len(events), batch):
+        client.send(events[k : k + batch], batch=batch)
+        ahead = (k + batch) / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+async def _current_models(suite: Suite, names: list[str]) -> dict[str, Any]:
+    store = ModelStore.from_url(suite.env["STREAMWISE_REDIS_URL"], suite.env["STREAMWISE_TOPIC_PREFIX"], "fraud")
+    try:
+        out = {}
+        for name in names:
+            pointer = await store.pointer(name)
+            assert pointer is not None, f"{name} has no served version"
+            signed = await store.load(name, pointer.version)
+            assert signed is not None
+            out[name] = unpack(signed, SIGNER)[1]
+        return out
+    finally:
+        await store.close()
+
+
+def _accuracy(model: Any, events: list[GeneratedEvent]) -> float:
+    spec = load_app_spec(APP_SPEC)
+    return sum(predict(model, spec.task, e.features)[0] == e.label for e in events) / len(events)
+
+
+def _cli(suite: Suite, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamwise_devstack.cli", "models", *args], env={**os.environ, **suite.env},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_after_a_forced_drift_a_fresh_challenger_takes_over_and_errs_less(tmp_path: Path, kafka_broker, redis_server) -> None:  # type: ignore[no-untyped-def]
+    spec_path = tmp_path / "drifting.toml"
+    spec_path.write_text(DRIFTING)
+    suite = start_suite(tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor"), app_spec=spec_path)
+    try:
+        client = LoopClient(suite.url("ingest"), suite.url("predictor"))
+        stream = FraudStream(seed=11, drift_at=5000)
+        _send_paced(client, stream.take(5000), rate=2000)
+        wait_for(lambda: _status(suite)["models"][CHAMPION]["examples_seen"] >= 5000, 60, "the old concept learned")
+        assert _status(suite)["champion"] == CHAMPION
+        trainer_pid = suite.procs["trainer"].pid
+
+        deadline = time.monotonic() + 90
+        while _status(suite)["champion"] == CHAMPION and time.monotonic() < deadline:
+            _send_paced(client, stream.take(500), rate=700)
+        status = _status(suite)
+        new = status["champion"]
+        assert new != CHAMPION, f"no promotion after {stream.index} events: {status['challenges']}"
+        assert new.startswith(f"{CHAMPION}-d"), f"the drift challenger takes over, not {new}"
+
+        registry = Registry.from_url(suite.env["STREAMWISE_DATABASE_URL"])
+        try:
+            drifts = registry.drifts("fraud", model=CHAMPION)
+            audit, _ = registry.audit("fraud", action="champion")
+            roster = {e.name: e for e in registry.roster("fraud")}
+        finally:
+            registry.close()
+        assert drifts and drifts[-1].examples_seen > 5000 and drifts[-1].action == "challenger"
+        first_drift = drifts[-1]
+        assert roster[new].start == {"from": "positions", "positions": first_drift.offsets}
+        assert audit[0].actor == "trainer:auto-promotion" and audit[0].model == new
+        comparison = audit[0].details["comparison"]
+        assert comparison["challenger_accuracy"] > comparison["champion_accuracy"] + 0.01
+        assert roster[CHAMPION].role == "challenger" and roster[new].role == "champion"
+
+        # Every predictor serves the new champion.
+        served = wait_for(lambda: (s := client.served()) and s["meta"]["model"] == new and s, 30, "the new champion served")
+        assert served["meta"]["model"] == new
+        # Independently of the trainer's scoreboard: on unseen events of the new concept, the
+        # new champion's error is lower than the old champion's.
+        models = asyncio.run(_current_models(suite, [CHAMPION, new, "fraud-batch"]))
+        after = holdout(2000, seed=99, after_drift=True)
+        old_acc, new_acc = _accuracy(models[CHAMPION], after), _accuracy(models[new], after)
+        print(f"\nafter the drift: old champion {old_acc:.4f}, new champion {new_acc:.4f}, "
+              f"promoted after {stream.index} events: {audit[0].reason}")
+        assert new_acc > old_acc
+        assert 1 - new_acc < 1 - comparison["champion_accuracy"] + 0.05
+        batch = status["models"]["fraud-batch"]
+        assert batch["kind"] == "retrain" and batch["examples_seen"] >= 5000 and batch["version"] >= 1
+        assert suite.procs["trainer"].pid == trainer_pid and suite.procs["trainer"].poll() is None, "no restart"
+    finally:
+        suite.stop()
+
+
+def test_a_replayed_model_predicts_exactly_like_the_live_one(tmp_path: Path, kafka_broker, redis_server) -> None:  # type: ignore[no-untyped-def]
+    suite = start_suite(tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor"))
+    try:
+        client = LoopClient(suite.url("ingest"), suite.url("predictor"))
+        stream = FraudStream(seed=21, drift_at=10**9)
+        client.send(stream.take(1500), batch=250)
+        wait_for(lambda: _status(suite)["examples_seen"] >= 1500, 60, "the first half learned")
+        middle = datetime.now(UTC)
+        time.sleep(0.5)
+        client.send(stream.take(1500), batch=250)
+        live = wait_for(lambda: (s := _status(suite))["examples_seen"] >= 3000 and s, 60, "everything learned live")
+
+        _cli(suite, "replay", CHAMPION, "--as", "fraud-lr-replay", "-r", "rebuild from the topic", "--actor", "tester")
+        _cli(suite, "replay", CHAMPION, "--as", "fraud-lr-from-1000", "--from", "offset", "--offset", "1000", "-r", "partial")
+        _cli(suite, "replay", CHAMPION, "--as", "fraud-lr-since", "--from", "time", "--at", middle.isoformat(), "-r", "since")
+
+        def caught_up() -> dict[str, Any] | None:
+            models = _status(suite)["models"]
+            names = ("fraud-lr-replay", "fraud-lr-from-1000", "fraud-lr-since")
+            if all(n in models and models[n]["examples_seen"] >= want for n, want in zip(names, (3000, 2000, 1500))):
+                return models
+            return None
+
+        models = wait_for(caught_up, 90, "the replays caught up")
+        assert models["fraud-lr-replay"]["learned_digest"] == live["learned_digest"], "the same events in the same order"
+        assert models["fraud-lr-replay"]["role"] == "challenger"
+        assert (models["fraud-lr-from-1000"]["examples_seen"], models["fraud-lr-since"]["examples_seen"]) == (2000, 1500)
+
+        def published_all() -> bool:
+            models = _status(suite)["models"]
+            return all(models[n]["publish_pending"] is None and models[n]["version"] >= 1 for n in (CHAMPION, "fraud-lr-replay"))
+
+        wait_for(published_all, 30, "both published")
+        time.sleep(1.0)  # the newest versions are published within publish_every_ms
+        loaded = asyncio.run(_current_models(suite, [CHAMPION, "fraud-lr-replay"]))
+        spec = load_app_spec(APP_SPEC)
+        probe = holdout(300, seed=5, after_drift=False)
+        ours = [predict(loaded["fraud-lr-replay"], spec.task, e.features) for e in probe]
+        theirs = [predict(loaded[CHAMPION], spec.task, e.features) for e in probe]
+        assert ours == theirs, "a replayed model answers exactly like the live one, probabilities included"
+
+        _cli(suite, "retire", "fraud-lr-since", "-r", "done")
+        wait_for(lambda: "fraud-lr-since" not in _status(suite)["models"], 20, "the retired model stopped")
+        listing = _cli(suite, "list", "--json")
+        assert '"fraud-lr-since"' in listing and '"retired"' in listing
+    finally:
+        suite.stop()
