@@ -36,7 +36,7 @@ ARG UID=10001
 ENV PATH=/opt/streamwise/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    STREAMWISE_APP_SPEC=/app/examples/fraud/streamwise.toml \
+    STREAMWISE_APP_SPEC=/app/examples/fraud/lifecycle.toml \
     STREAMWISE_LOG_FORMAT=json
 RUN groupadd --system --gid "${UID}" streamwise \
  && useradd --system --uid "${UID}" --gid streamwise --no-create-home \
@@ -44,6 +44,7 @@ RUN groupadd --system --gid "${UID}" streamwise \
  && install -d -o streamwise -g streamwise -m 0750 /var/lib/streamwise
 COPY --from=build /opt/streamwise /opt/streamwise
 COPY examples/fraud/streamwise.toml /app/examples/fraud/streamwise.toml
+COPY examples/fraud/lifecycle.toml /app/examples/fraud/lifecycle.toml
 # The working directory is the only place a service writes to: faust keeps the trainer's
 # "<app id>-data" folder in the current directory. Kubernetes mounts an emptyDir here (and on
 # /tmp) because the root filesystem is read-only there.

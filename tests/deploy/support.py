@@ -32,8 +32,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 LOCK_FILE = ROOT / "requirements.lock"
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
-APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
-IMAGE_APP_SPEC = "/app/examples/fraud/streamwise.toml"
+APP_SPEC = ROOT / "examples" / "fraud" / "lifecycle.toml"
+IMAGE_APP_SPEC = "/app/examples/fraud/lifecycle.toml"
 """Where the Dockerfile puts the app spec; compose and Kubernetes point STREAMWISE_APP_SPEC here."""
 
 SERVICES = ("trainer", "ingest", "predictor", "webapp")

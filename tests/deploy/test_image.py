@@ -98,7 +98,7 @@ def test_built_from_the_lock_as_a_normal_install() -> None:
 def test_app_spec_is_where_compose_and_kubernetes_look() -> None:
     runtime = _stages()[-1]
     copies = dict(arg.split()[-2:][::-1] for op, arg in runtime if op == "COPY" and "--from" not in arg)
-    assert copies[IMAGE_APP_SPEC] == "examples/fraud/streamwise.toml"
+    assert copies[IMAGE_APP_SPEC] == "examples/fraud/lifecycle.toml"
     env = " ".join(arg for op, arg in runtime if op == "ENV")
     assert f"STREAMWISE_APP_SPEC={IMAGE_APP_SPEC}" in env
     for name in ("trainer", "ingest", "predictor", "webapp"):
@@ -109,7 +109,7 @@ def test_dockerignore_lets_the_build_inputs_through() -> None:
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert lines[0] == "*", "allow-list"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert {"requirements.lock", "pyproject.toml", "libs", "services", "devtools", "examples/fraud/streamwise.toml"} <= allowed
+    assert {"requirements.lock", "pyproject.toml", "libs", "services", "devtools", "examples/fraud/streamwise.toml", "examples/fraud/lifecycle.toml"} <= allowed
 
 
 def test_lock_pins_every_runtime_dependency() -> None:

@@ -11,7 +11,7 @@ from streamwise_core.settings import Settings
 from streamwise_predictor.holder import ModelHolder, ServedModel
 from streamwise_core.codec import ModelMeta
 
-ON = GateSettings(enabled=True, tolerance=0.02, min_examples=1000)
+ON = GateSettings(enabled=True, tolerance=0.02, min_examples=1000, compare="publish")
 
 
 def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +60,7 @@ def test_regression_lower_is_better_with_relative_tolerance() -> None:
 
 
 def test_chosen_metric_log_loss() -> None:
-    gate = GateSettings(enabled=True, tolerance=0.1, min_examples=0, metric="log_loss")
+    gate = GateSettings(enabled=True, tolerance=0.1, min_examples=0, metric="log_loss", compare="publish")
     assert decide(Task.BINARY, {"log_loss_recent": 0.21}, 10, {"log_loss_recent": 0.2}, 10, gate).serve
     assert not decide(Task.BINARY, {"log_loss_recent": 0.23}, 10, {"log_loss_recent": 0.2}, 10, gate).serve
 
@@ -78,7 +78,7 @@ def test_min_examples_nothing_served_disabled_and_missing_metrics() -> None:
 
 
 def test_zero_tolerance_holds_back_any_drop() -> None:
-    gate = GateSettings(enabled=True, tolerance=0.0, min_examples=0)
+    gate = GateSettings(enabled=True, tolerance=0.0, min_examples=0, compare="publish")
     assert decide(Task.BINARY, {"accuracy_recent": 0.9}, 1, {"accuracy_recent": 0.9}, 1, gate).serve
     assert not decide(Task.BINARY, {"accuracy_recent": 0.8999}, 1, {"accuracy_recent": 0.9}, 1, gate).serve
 

@@ -17,6 +17,7 @@ from streamwise_core.schema import ModelInputReader, feature_errors, label_error
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 
+from .anchors import GateAnchors
 from .drift import Drift, DriftMonitor, drift_monitor
 from .join import Example, LabelJoin
 from .learner import Learner, make_learner
@@ -87,6 +88,9 @@ class Trainer:
         )
         self.skipped = 0
         self._read_input = ModelInputReader(spec)
+        self.anchors: GateAnchors | None = None
+        """Served versions scored beside the learner for the validation gate (runtime state,
+        not checkpointed: rebuilt from the versions served after a restart)."""
         self.on_scored: Callable[[str, float], None] | None = None
         """Told each example's id and error as it is learned (the champion/challenger scoreboard)."""
 
@@ -148,10 +152,12 @@ class Trainer:
         if len(state.recent_ids) > self.dedupe_window:
             state.recent_ids.popitem(last=False)
         outcome = state.learner.learn(example.x, example.y)
-        if self.on_scored is not None or state.drift is not None:
+        if self.on_scored is not None or state.drift is not None or self.anchors is not None:
             error = outcome.error(self.spec.task)
             if self.on_scored is not None:
                 self.on_scored(example.id, error)
+            if self.anchors is not None:
+                self.anchors.score(example.x, example.y, error)
             if state.drift is not None:
                 self._watch_drift(error)
         state.learned_digest = hashlib.blake2b(

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 
-from streamwise_core.codec import ModelMeta
+from streamwise_core.codec import ModelMeta, unpack
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import DeadLettered, utcnow
 from streamwise_core.kafka import make_producer
@@ -22,6 +22,7 @@ from streamwise_core.lifecycle import GateDecision, decide
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.signing import Signer
 
+from .anchors import GateAnchors
 from .consumer import BatchConsumer
 from .core import Record, Rejected, Snapshot, Trainer
 from .drift import Drift
@@ -82,6 +83,9 @@ class TrainerRuntime:
         spec_json = settings.spec.model_dump_json()
         self._spec = (hashlib.sha256(spec_json.encode()).hexdigest(), spec_json)
         self._learned_since: tuple[dict[str, int], datetime] = (dict(trainer.state.offsets), utcnow())
+        gate = settings.gate
+        if gate.enabled and gate.compare == "same" and trainer.anchors is None:
+            trainer.anchors = GateAnchors(settings.spec.task, max(gate.min_examples, 1), gate.sample_every)
         """Offsets and time where what the next version adds began (lineage)."""
 
     async def start(self) -> None:
@@ -129,11 +133,21 @@ class TrainerRuntime:
                 served = ModelMeta.model_validate_json(served_meta)
             except ValueError:
                 served = None  # unreadable: nothing worth keeping in its place
+        anchors = self.trainer.anchors
         return decide(
             self.trainer.spec.task, candidate.metrics, candidate.examples_seen,
             served.metrics if served is not None else None, served.examples_seen if served is not None else 0,
-            self.settings.gate,
+            self.settings.gate, anchors.evidence() if anchors is not None else None,
         )
+
+    async def _anchor(self, snapshot: Snapshot) -> None:
+        """Keep a version just served as the gate's next anchor, if one is wanted."""
+        anchors = self.trainer.anchors
+        decision = getattr(self._publisher, "last_decision", None)
+        if anchors is None or not anchors.wants() or (decision is not None and decision.get("status") != "served"):
+            return
+        _, model = await asyncio.to_thread(unpack, snapshot.model, self.signer)
+        anchors.served(snapshot.meta.version, lambda: model)
 
     def lineage(self, meta: ModelMeta) -> Lineage:
         """What ``meta`` learned from: the spec, and offsets and time since the previous version."""
@@ -305,6 +319,7 @@ class TrainerRuntime:
             self._retry_at = 0.0
             self._last_publish = time.monotonic()
             self.trainer.mark_published(snapshot.meta)
+            await self._anchor(snapshot)
             self._observe_publish(snapshot, started)
             log.info(
                 "published %s v%s after %s examples %s",
