@@ -19,3 +19,5 @@ class PredictorSettings(Settings):
     collections never walk the models' objects (a full pass over a 37 MB ensemble: ~300 ms)."""
     max_batch: int = 1000
     max_body_bytes: int = 2 * 1024 * 1024
+    shadow_sample: float = Field(default=0.1, ge=0, le=1)
+    """Share of requests also scored by every challenger in the background (shadow.py); 0 = none."""
