@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,9 @@ Smoke = Annotated[bool, typer.Option(help="A run of a few seconds (after the ser
 KeepRunDir = Annotated[bool, typer.Option(help="Keep the servers' logs")]
 Block = Annotated[float | None, typer.Option(help="Seconds per target and mode in each round (default 5, smoke 1.5)")]
 Rounds = Annotated[int | None, typer.Option(help="Interleaved rounds (default 4, smoke 1)")]
+Profile = Annotated[Path | None, typer.Option(
+    help="After the measured rounds, one more block per target process and mode under py-spy: "
+         "raw stacks and a summary of the hottest functions land in this directory")]
 
 
 # ----------------------------------------------------------------------------------- servers
@@ -391,12 +395,14 @@ def rss_mb(pid: int) -> float:
 
 async def interleaved(
     run: Any, modes: Sequence[str], targets: Sequence[str], settings: dict[str, Any], *, progress: Any, pids: dict[str, int] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """Closed-loop load on each target in each mode, interleaved in rounds (targets in turn
     first) so that other load on the host weighs on all alike. ``await run(mode, target, until)``
     returns an ``_load.LoadResult``. Returns the merged results, the time spans of each block
     and the time origin, and the CPU time each target process in ``pids`` used in its blocks.
-    ``settings``: see ``ab_settings``."""
+    ``settings``: see ``ab_settings``. With ``profile``, one more (unmeasured) block per target
+    in ``pids`` and mode runs under py-spy afterwards (``profiled``)."""
     from _load import LoadResult
 
     rounds, block_s, warmup_s = settings["rounds"], settings["block_s"], settings["warmup_s"]
@@ -407,6 +413,9 @@ async def interleaved(
     spans: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in loads}
     cpu = dict.fromkeys(loads, 0.0)
     pids = pids or {}
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)  # fail before the rounds, not after
+        _py_spy()
     task = progress.add_task("load", total=rounds * len(modes) * len(targets))
     t0 = time.monotonic()
     for r in range(rounds):
@@ -419,7 +428,70 @@ async def interleaved(
                 spans[mode, target].append((a, time.monotonic()))
                 cpu[mode, target] += (cpu_s(pids[target]) if target in pids else math.nan) - used
                 progress.advance(task)
+    if profile is not None:
+        for mode in modes:
+            for target, pid in pids.items():
+                progress.update(task, description=f"py-spy · {mode} · {target}")
+                await profiled(run(mode, target, time.monotonic() + block_s), pid, profile / f"{mode}-{target}", block_s)
     return {"loads": loads, "spans": spans, "t0": t0, "cpu_s": cpu}
+
+
+# ----------------------------------------------------------------------------------- profiles
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if found is None:
+        raise typer.BadParameter("py-spy is not installed (pip install py-spy)")
+    return found
+
+
+async def profiled(load: Any, pid: int, out: Path, seconds: float, rate: int = 200) -> None:
+    """Await ``load`` while py-spy samples ``pid`` (a process this run started, passed by pid:
+    never looked up by name) for ``seconds``, counting only samples that hold the GIL (CPU
+    spent in Python, not waits in the event loop or in idle worker threads); write ``out.txt`` (raw collapsed stacks, one
+    ``frame;frame;... count`` per line) and ``out.top.txt`` (``profile_summary``)."""
+    raw = out.with_suffix(".txt")
+    spy = await asyncio.create_subprocess_exec(
+        _py_spy(), "record", "--pid", str(pid), "--gil", "--format", "raw", "--rate", str(rate), "--duration", str(max(1, int(seconds))),
+        "--output", str(raw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    await load
+    await spy.wait()
+    if raw.exists():
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+        out.with_suffix(".top.txt").write_text(f"pid {pid}: {cmdline}\n" + profile_summary(raw))
+
+
+def profile_summary(raw: Path, top: int = 40) -> str:
+    """The functions with the largest share of samples from a py-spy raw file: inclusive (on
+    the stack) and self (innermost frame), in percent of all samples."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";")]
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"{total} samples"]
+    for title, table in (("inclusive", inclusive), ("self", own)):
+        lines.append(f"-- {title} % --")
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"{100 * n / max(total, 1):6.1f}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:123)`` → ``func (file.py)``: one name per function, not per line."""
+    func, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{func} ({'/'.join(path.split('/')[-2:])})"
 
 
 def load_rows(result: dict[str, Any], per_request: dict[str, int], ok: int = 200) -> dict[str, dict[str, Any]]:

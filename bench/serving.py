@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -55,7 +56,7 @@ def batch_request(features: list[dict[str, Any]], size: int, bodies: int = 64) -
 
 async def measure(
     urls: dict[str, str], pids: dict[str, int], redis_url: str, prefix: str, model: Any, seen: int, settings: dict[str, Any], *,
-    progress: Any,
+    progress: Any, profile: Path | None = None,
 ) -> dict[str, Any]:
     workers, batch = settings["workers"], settings["batch"]
     store = ModelStore.from_url(redis_url, prefix, "fraud")
@@ -71,7 +72,7 @@ async def measure(
     async def run(mode: str, target: str, until: float) -> _load.LoadResult:
         return await _load.run_load(urls[target], workers, until, features, requests[mode])
 
-    result = await c.interleaved(run, MODES, TARGETS, settings, progress=progress, pids=pids)
+    result = await c.interleaved(run, MODES, TARGETS, settings, progress=progress, pids=pids, profile=profile)
     return c.load_rows(result, {"single": 1, "batch": batch})
 
 
@@ -88,6 +89,7 @@ def main(
     rounds: c.Rounds = None,
     smoke: c.Smoke = False,
     keep_run_dir: c.KeepRunDir = False,
+    profile: c.Profile = None,
 ) -> None:
     """Predictor requests/s and latency, single and batch, against a bare endpoint with the same model."""
     spec = _load.app_spec()
@@ -101,7 +103,7 @@ def main(
         with infra.services(["predictor"], extra_specs=[bare]) as svc, c.progress_bar() as progress:
             rows = asyncio.run(measure(
                 {t: svc.url(t) for t in TARGETS}, {t: svc.pid(t) for t in TARGETS}, infra.redis.url, svc.prefix, model, seen, meta,
-                progress=progress))
+                progress=progress, profile=profile))
     report(rows, meta)
     c.write_results("serving", smoke, {"host": c.host_info(), "settings": meta, "rows": rows, "target_ratio": TARGET_RATIO})
     if any(r["failed"] for r in rows.values()):

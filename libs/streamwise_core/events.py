@@ -58,6 +58,8 @@ class PredictionMade(_Event):
     prediction: bool | str | float | None
     probabilities: dict[str, float] | None = None
     made_at: datetime = Field(default_factory=utcnow)
+    shadow: bool = False
+    """Made by a challenger in the background on a sampled request; the client got the champion's."""
 
 
 class ModelPublished(_Event):

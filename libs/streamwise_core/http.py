@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from typing import Any, Final
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,7 +88,9 @@ class ApiKeyCheck:
     def __init__(self, keys: list[str]) -> None:
         self._keys = list(keys)
 
-    def __call__(self, given: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
+    async def __call__(self, given: str | None = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))) -> None:
+        # async (though it awaits nothing) so that FastAPI calls it on the loop: a plain ``def``
+        # dependency would be run in the thread pool, a thread hop per request.
         if not api_key_matches(self._keys, given):
             raise HTTPException(status_code=401, detail=f"missing or invalid {API_KEY_HEADER}")
 
@@ -219,6 +222,33 @@ def loads_strict(text: str, where: list[Any]) -> Any:
     if _too_deep(value):
         raise ValidationFailed([{"loc": where, "msg": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}])
     return value
+
+
+class _NotJson:
+    """Marker: ``loads_quick`` could not read the body."""
+
+
+NOT_JSON: Final = _NotJson()
+
+
+def loads_quick(body: bytes) -> Any:
+    """``body`` read by orjson, or ``NOT_JSON`` for anything orjson refuses.
+
+    orjson is strict where ``loads_strict`` is (no NaN/Infinity, valid UTF-8 only) but nests
+    up to 1,024 levels and reads integers past 64 bits as floats. So it is a fast path only:
+    a caller uses the value when it checks its whole shape (a shallow one) and finds it valid,
+    and otherwise reads the body again with ``loads_strict``, whose verdicts it reports.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return NOT_JSON
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response encoded by orjson (plain ``str``/``int``/``float``/``bool``/``None``,
+    lists and dicts): what ``JSONResponse`` sends, without the ``json`` module's cost."""
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 async def json_body(request: Request) -> Any:

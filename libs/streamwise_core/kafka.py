@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiokafka import AIOKafkaProducer
@@ -25,8 +26,11 @@ async def send_batches(
     """
     partitions = sorted(await producer.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for key, value in records:
-        by_partition.setdefault(_PARTITIONER(key, partitions, partitions), []).append((key, value))
+    if len(partitions) == 1:  # murmur2 is Python code: ~7 µs a key, for the answer it must give
+        by_partition[partitions[0]] = records
+    else:
+        for key, value in records:
+            by_partition.setdefault(_PARTITIONER(key, partitions, partitions), []).append((key, value))
     futures = []
     for partition, items in by_partition.items():
         batch = producer.create_batch()
@@ -40,6 +44,92 @@ async def send_batches(
 
 
 _PARTITIONER = DefaultPartitioner()
+log = logging.getLogger(__name__)
+
+
+class RecordBuffer:
+    """Records written off the request path: ``add`` only appends to a buffer; a background
+    task hands what gathered to ``send_batches`` every ``linger_s``, so many requests share
+    one record batch per partition (and one produce request) instead of one each.
+
+    Delivery is best effort, for records nobody waits for (the predictions topic): a failed
+    or late batch is logged with its size, and past ``max_pending`` records waiting (a broker
+    that is down) new ones are dropped and counted instead of filling memory.
+    """
+
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, *, linger_s: float = 0.01, max_pending: int = 100_000,
+        send_timeout_s: float = 5.0,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._linger_s = linger_s
+        self._max_pending = max_pending
+        self._send_timeout_s = send_timeout_s
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.dropped = 0
+        """Records refused because ``max_pending`` were waiting."""
+        self.failed = 0
+        """Records handed to the producer and not delivered (or not handed over in time)."""
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"record-buffer:{self._topic}")
+
+    def add(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Queue ``records`` for the next batch (never waits)."""
+        if len(self._pending) + len(records) > self._max_pending:
+            if self.dropped == 0 or self.dropped % 10_000 < len(records):
+                log.warning("%s: %s records waiting for Kafka, dropping new ones (%s so far)", self._topic, len(self._pending),
+                            self.dropped + len(records))
+            self.dropped += len(records)
+            return
+        self._pending += records
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            if not self._closing:
+                await asyncio.sleep(self._linger_s)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._wake.clear()
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                deliveries = await send_batches(self._producer, self._topic, records)
+        except Exception as exc:  # noqa: BLE001 - best effort: log, keep the task alive for later records
+            self._failed(len(records), exc)
+            return
+        for delivery in deliveries:
+            delivery.add_done_callback(lambda d, n=len(records): self._delivered(d, n))
+
+    def _delivered(self, delivery: asyncio.Future[object], n: int) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self._failed(n, delivery.exception())
+
+    def _failed(self, n: int, exc: BaseException | None) -> None:
+        self.failed += n
+        log.warning("%s: up to %s record(s) not written: %r", self._topic, n, exc)
+
+    async def close(self) -> None:
+        """Hand over what is still buffered and stop (call it before stopping the producer)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is None:
+            await self._flush()
+            return
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            self._task.cancel()
+            raise
 
 
 def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:

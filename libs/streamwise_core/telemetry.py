@@ -177,6 +177,10 @@ class HttpMetrics:
         self.latency = latency
         self.service = service
         self.on_response = on_response
+        # The labelled children, looked up once each: ``labels()`` costs a lock and a few tuples
+        # per call. Routes are templates and statuses few, so these stay small.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -201,10 +205,14 @@ class HttpMetrics:
         finally:
             route = route_of(scope)
             method = scope.get("method", "GET")
-            self.requests.labels(self.service, route, method, str(status)).inc()
-            self.latency.labels(self.service, route, method).observe(
-                elapsed if elapsed is not None else time.perf_counter() - started
-            )
+            counted = self._counted.get((route, method, status))
+            if counted is None:
+                counted = self._counted[route, method, status] = self.requests.labels(self.service, route, method, str(status))
+            counted.inc()
+            timed = self._timed.get((route, method))
+            if timed is None:
+                timed = self._timed[route, method] = self.latency.labels(self.service, route, method)
+            timed.observe(elapsed if elapsed is not None else time.perf_counter() - started)
             if self.on_response is not None:
                 self.on_response(route, method, status)
 

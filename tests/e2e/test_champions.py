@@ -21,9 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from streamwise_core.appspec import load_app_spec
 from streamwise_core.codec import unpack
+from streamwise_core.events import PredictionMade
 from streamwise_core.inference import predict
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
@@ -89,6 +91,24 @@ async def _current_models(suite: Suite, names: list[str]) -> dict[str, Any]:
         await store.close()
 
 
+async def _predictions(bootstrap: str, prefix: str, ids: set[str]) -> list[tuple[str, bool]]:
+    """(model, shadow) of every record on the predictions topic for ``ids``."""
+    consumer = AIOKafkaConsumer(f"{prefix}.fraud.predictions", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        found: list[tuple[str, bool]] = []
+        deadline = time.monotonic() + 20
+        while len(found) < 3 * len(ids) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    made = PredictionMade.model_validate_json(record.value or b"")
+                    if made.id in ids:
+                        found.append((made.model, made.shadow))
+        return found
+    finally:
+        await consumer.stop()
+
+
 def _accuracy(model: Any, events: list[GeneratedEvent]) -> float:
     spec = load_app_spec(APP_SPEC)
     return sum(predict(model, spec.task, e.features)[0] == e.label for e in events) / len(events)
@@ -106,7 +126,10 @@ def _cli(suite: Suite, *args: str) -> str:
 def test_after_a_forced_drift_a_fresh_challenger_takes_over_and_errs_less(tmp_path: Path, kafka_broker, redis_server) -> None:  # type: ignore[no-untyped-def]
     spec_path = tmp_path / "drifting.toml"
     spec_path.write_text(DRIFTING)
-    suite = start_suite(tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor"), app_spec=spec_path)
+    suite = start_suite(
+        tmp_path, kafka_broker.bootstrap, True, redis_server.url, ("trainer", "ingest", "predictor"), app_spec=spec_path,
+        extra_env={"STREAMWISE_SHADOW_SAMPLE": "1.0"},
+    )
     try:
         client = LoopClient(suite.url("ingest"), suite.url("predictor"))
         stream = FraudStream(seed=11, drift_at=5000)
@@ -150,6 +173,18 @@ def test_after_a_forced_drift_a_fresh_challenger_takes_over_and_errs_less(tmp_pa
               f"promoted after {stream.index} events: {audit[0].reason}")
         assert new_acc > old_acc
         assert 1 - new_acc < 1 - comparison["champion_accuracy"] + 0.05
+        # Shadow: the challengers scored the same requests in the background, recorded with the
+        # champion's ids and "shadow": true.
+        probe = holdout(40, seed=7, after_drift=True)
+        r = client.predictor.post("/v1/predict/batch", json={"instances": [{"features": e.features} for e in probe]})
+        assert r.status_code == 200 and r.json()["model"] == new
+        ids = {p["id"] for p in r.json()["predictions"]}
+        shadow = wait_for(lambda: (s := client.served()["shadow"]) and s["scored"] >= 80 and s, 30, "shadow scores")
+        assert set(shadow["models"]) == {CHAMPION, "fraud-batch"}
+        recorded = asyncio.run(_predictions(kafka_broker.bootstrap, suite.env["STREAMWISE_TOPIC_PREFIX"], ids))
+        assert {(m, shadowed) for m, shadowed in recorded} == {(new, False), (CHAMPION, True), ("fraud-batch", True)}
+        assert len(recorded) == 3 * len(ids)
+
         batch = status["models"]["fraud-batch"]
         assert batch["kind"] == "retrain" and batch["examples_seen"] >= 5000 and batch["version"] >= 1
         assert suite.procs["trainer"].pid == trainer_pid and suite.procs["trainer"].poll() is None, "no restart"

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from streamwise_core.appspec import AppSpec
@@ -21,6 +21,7 @@ from streamwise_core.http import (
     ApiKeyCheck,
     BodyLimit,
     install_error_handlers,
+    json_response,
     problem_responses,
     read_body,
     require_media_type,
@@ -33,7 +34,7 @@ from .observability import IngestMetrics
 from .parsing import parse_items
 from .settings import IngestSettings
 from .sink import KafkaSink
-from .validation import ID_PATTERN, validate_events, validate_labels
+from .validation import ID_PATTERN, event_records, validate_labels
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +145,23 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             max_items=settings.max_items_per_request,
         )
 
+    accepted_events = metrics.accepted.labels("events")
+
     @app.post(
         "/v1/events", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,
         openapi_extra=_body_doc(event_schema(spec), settings.max_items_per_request, "event"),
     )
-    async def post_events(request: Request) -> Accepted:
+    async def post_events(request: Request) -> Response:
         """Accept one event, a JSON list of events, or NDJSON; all or nothing."""
-        events = validate_events(spec, await items_of(request))
-        await request.app.state.sink.write(topics.events, [(e.id.encode(), e.to_bytes()) for e in events])
-        metrics.accepted.labels("events").inc(len(events))
-        return Accepted(accepted=len(events), ids=[e.id for e in events])
+        content_type = request.headers.get("content-type")
+        require_media_type(content_type, readable)
+        ids, records = event_records(
+            spec, await read_body(request, settings.max_body_bytes), content_type or "application/json",
+            max_items=settings.max_items_per_request,
+        )
+        await request.app.state.sink.write(topics.events, records)
+        accepted_events.inc(len(ids))
+        return json_response({"accepted": len(ids), "ids": ids}, status_code=202)
 
     @app.post(
         "/v1/labels", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,

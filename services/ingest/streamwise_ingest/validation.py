@@ -1,11 +1,19 @@
-"""Validate parsed items into events and labels for the application's schema (pure)."""
+"""Validate parsed items into events and labels for the application's schema (pure).
+
+Events take one of two paths to the same verdicts: ``quick_event_records`` accepts the common,
+valid request in one pass over orjson's reading of the body and encodes the ``EventReceived``
+records directly; anything it does not accept goes the detailed way (``parse_items``,
+``validate_events``: strict JSON, pydantic, ``feature_errors``), which names every problem.
+"""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -14,7 +22,11 @@ from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import EventReceived, LabelReceived, utcnow
 from streamwise_core.schema import feature_errors, label_error, model_input_reader
 
+from .parsing import parse_items, quick_items
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_ID = re.compile(ID_PATTERN[1:-1])
+"""``ID_PATTERN`` for ``fullmatch``: Python's ``$`` would also match before a final newline."""
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SKEW = timedelta(days=1)
 
@@ -149,3 +161,76 @@ def validate_labels(spec: AppSpec, items: list[Any], now: datetime | None = None
         LabelReceived(id=label.id, label=label.label, timestamp=label.timestamp or now, received_at=now)
         for label in parsed
     ]
+
+
+Records = tuple[list[str], list[tuple[bytes, bytes]]]
+"""The ids accepted, and the ``(key, value)`` Kafka records to write."""
+
+
+def event_records(spec: AppSpec, body: bytes, content_type: str, *, max_items: int, now: datetime | None = None) -> Records:
+    """The ``EventReceived`` records of a request body, all or nothing: ``ValidationFailed``
+    naming each problem when anything is wrong."""
+    now = now or utcnow()
+    items = quick_items(body, content_type, max_items=max_items)
+    if items is not None and (quick := quick_event_records(spec, items, now)) is not None:
+        return quick
+    events = validate_events(spec, parse_items(body, content_type, max_items=max_items), now)
+    return [e.id for e in events], [(e.id.encode(), e.to_bytes()) for e in events]
+
+
+_EVENT_KEYS = frozenset({"id", "features", "label", "timestamp"})
+_LABEL_TYPES = frozenset({bool, str, float})
+_EXACT_INT = 2.0**63
+"""orjson reads integers past 64 bits as floats, where ``json`` keeps them as integers: such a
+float may have been either, so it takes the detailed path."""
+
+
+def quick_event_records(spec: AppSpec, items: list[Any], now: datetime) -> Records | None:
+    """What ``validate_events`` would accept, as records, without a model per event; ``None``
+    as soon as anything differs from the plain valid case (the detailed path then decides).
+
+    Each value is the bytes of ``EventReceived(...).to_bytes()`` for the same event (a unit
+    test holds them equal).
+    """
+    read_input = model_input_reader(spec)
+    ids: list[str] = []
+    records: list[tuple[bytes, bytes]] = []
+    seen: set[str] = set()
+    latest = now + FUTURE_SKEW
+    for item in items:
+        if type(item) is not dict or "features" not in item or not item.keys() <= _EVENT_KEYS:
+            return None
+        features = item["features"]
+        if read_input(features) is None:
+            return None
+        for value in features.values():
+            if type(value) is float and abs(value) >= _EXACT_INT:
+                return None
+        label = item.get("label")
+        if label is not None and (type(label) not in _LABEL_TYPES or label_error(spec, label) is not None
+                                  or (type(label) is float and abs(label) >= _EXACT_INT)):
+            return None
+        timestamp = item.get("timestamp")
+        if timestamp is not None:
+            if type(timestamp) is not str:
+                return None
+            try:
+                timestamp = datetime.fromisoformat(timestamp)
+            except ValueError:
+                return None
+            if timestamp.tzinfo is None or not EARLIEST <= timestamp <= latest:
+                return None
+        event_id = item.get("id")
+        if event_id is None:
+            event_id = uuid.uuid4().hex
+        elif type(event_id) is not str or _ID.fullmatch(event_id) is None or event_id in seen:
+            return None
+        else:
+            seen.add(event_id)
+        ids.append(event_id)
+        records.append((event_id.encode(), orjson.dumps({
+            "schema_version": 1, "kind": "event_received", "id": event_id,
+            "features": {k: v for k, v in features.items() if v is not None}, "label": label,
+            "timestamp": timestamp or now, "received_at": now,
+        }, option=orjson.OPT_UTC_Z)))
+    return ids, records

@@ -9,14 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from streamwise_core.events import PredictionMade, utcnow
-from streamwise_core.http import BodyLimit, Problem, install_error_handlers, json_body, problem_responses
-from streamwise_core.kafka import make_producer, send_batches
+from streamwise_core.events import utcnow
+from streamwise_core.http import JSON_TYPES, BodyLimit, Problem, install_error_handlers, problem_responses, require_media_type
+from streamwise_core.kafka import RecordBuffer, make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
@@ -24,28 +23,28 @@ from streamwise_core.telemetry import configure_logging, instrument_app, metrics
 from .holder import ServedModel
 from .observability import ObservedHolder, PredictorMetrics, RefusedVersions
 from .service import (
+    Answer,
     BatchResponse,
-    Prediction,
     PredictionResponse,
     batch_schema,
-    check_instances,
+    encode_prediction,
+    encode_predictions,
     instance_schema,
-    parse_batch,
-    parse_instance,
-    predict_instances,
+    predict_checked,
+    prediction_records,
+    read_request,
 )
 from .loading import LoadPolicy, ModelLoader
 from .settings import PredictorSettings
+from .shadow import ShadowModels, ShadowScorer
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
-RECORD_TIMEOUT_S = 0.5
+RECORD_LINGER_S = 0.05
+"""Predictions are written to Kafka off the request path, gathered for this long into one batch:
+each produce request costs the process about half a millisecond of CPU on the development
+machines, whatever its size (docs/benchmarks.md, *Serving*)."""
 SHUTDOWN_GRACE_S = 3.0
-
-
-def _log_undelivered(delivery: asyncio.Future[object]) -> None:
-    if not delivery.cancelled() and delivery.exception() is not None:
-        log.warning("prediction not recorded: %r", delivery.exception())
 
 
 class Ready(BaseModel):
@@ -72,9 +71,22 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         watcher.refused = RefusedVersions(metrics)
         producer = make_producer(settings.kafka, client_id=f"{spec.name}-predictor")
         await producer.start()
+        recorder = RecordBuffer(producer, topics.predictions, linger_s=RECORD_LINGER_S)
+        recorder.start()
+        shadows = ShadowModels(store, watcher, holder)
+        app.state.shadow_models = shadows
+        app.state.shadow = ShadowScorer(
+            spec, lambda: shadows.models.values(), recorder, sample=settings.shadow_sample,
+        )
         app.state.watcher = watcher
         app.state.producer = producer
+        app.state.recorder = recorder
         tasks = [asyncio.create_task(watcher.poll()), asyncio.create_task(watcher.listen())]
+        if settings.shadow_sample > 0:
+            tasks += [
+                asyncio.create_task(shadows.poll(settings.poll_interval_ms / 1000)),
+                asyncio.create_task(app.state.shadow.run()),
+            ]
         try:
             yield
         finally:
@@ -83,6 +95,8 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             # Shutdown must not hang on a backend that is down or a read being torn down.
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recorder.close(), SHUTDOWN_GRACE_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(producer.stop(), SHUTDOWN_GRACE_S)
             with contextlib.suppress(TimeoutError):
@@ -102,54 +116,39 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             raise HTTPException(status_code=503, detail="no verified model loaded yet")
         return current
 
-    async def record(request: Request, model: ServedModel, predictions: list[Prediction]) -> None:
-        """Write predictions to their topic; a broker that is down delays no answer by more
-        than ``RECORD_TIMEOUT_S`` (the prediction is then logged as not recorded)."""
-        producer = request.app.state.producer
-        try:
-            async with asyncio.timeout(RECORD_TIMEOUT_S):
-                made_at = utcnow()  # one default-factory call per request, not per prediction
-                records = [
-                    (
-                        p.id.encode(),
-                        PredictionMade(
-                            id=p.id, model=model.meta.model, version=model.meta.version,
-                            prediction=p.prediction, probabilities=p.probabilities, made_at=made_at,
-                        ).to_bytes(),
-                    )
-                    for p in predictions
-                ]
-                for delivery in await send_batches(producer, topics.predictions, records):
-                    delivery.add_done_callback(_log_undelivered)
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("%s prediction(s) not recorded: %r", len(predictions), exc)
+    def record(request: Request, model: ServedModel, answers: list[Answer]) -> None:
+        """Queue the predictions for their topic; written in the background (``RecordBuffer``),
+        so no answer waits for Kafka, and a broker that is down only loses records (logged)."""
+        request.app.state.recorder.add(prediction_records(answers, model.meta.model, model.meta.version, utcnow()))
 
     @app.post("/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
-    async def predict_one(request: Request) -> PredictionResponse:
+    async def predict_one(request: Request) -> Response:
         """Predict one instance with the current model version."""
-        instance = parse_instance(await json_body(request))
-        check_instances(spec, [instance])
+        require_media_type(request.headers.get("content-type"), JSON_TYPES)
+        items = read_request(spec, await request.body(), None)
         model = served()
         started = time.perf_counter()
-        [p] = predict_instances(spec, model, [instance])
+        answers = predict_checked(spec, model, items)
         metrics.predicted("single", 1, time.perf_counter() - started)
-        await record(request, model, [p])
-        return PredictionResponse(**p.model_dump(), model=model.meta.model, version=model.meta.version)
+        record(request, model, answers)
+        request.app.state.shadow.offer(items, answers)
+        return Response(encode_prediction(answers[0], model.meta.model, model.meta.version), media_type="application/json")
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, responses=errors,
         openapi_extra=body_doc(batch_schema(spec, settings.max_batch)),
     )
-    async def predict_batch(request: Request) -> BatchResponse:
+    async def predict_batch(request: Request) -> Response:
         """Predict many instances with one model version; all or nothing."""
-        batch = parse_batch(await json_body(request), settings.max_batch)
-        check_instances(spec, batch.instances)
+        require_media_type(request.headers.get("content-type"), JSON_TYPES)
+        items = read_request(spec, await request.body(), settings.max_batch)
         model = served()
         started = time.perf_counter()
-        predictions = predict_instances(spec, model, batch.instances)
-        metrics.predicted("batch", len(predictions), time.perf_counter() - started)
-        await record(request, model, predictions)
-        return BatchResponse(model=model.meta.model, version=model.meta.version, predictions=predictions)
+        answers = predict_checked(spec, model, items)
+        metrics.predicted("batch", len(answers), time.perf_counter() - started)
+        record(request, model, answers)
+        request.app.state.shadow.offer(items, answers)
+        return Response(encode_predictions(answers, model.meta.model, model.meta.version), media_type="application/json")
 
     @app.get("/v1/model", responses={503: {"model": Problem, "description": "No verified model loaded yet."}})
     async def current_model(request: Request) -> dict[str, object]:
@@ -160,6 +159,11 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             "generation": model.generation,
             "swaps": holder.swaps,
             "refused": request.app.state.watcher.refused,
+            "shadow": {
+                "models": {m.meta.model: m.meta.version for m in request.app.state.shadow_models.models.values()},
+                "sample": settings.shadow_sample, "scored": request.app.state.shadow.scored,
+                "dropped": request.app.state.shadow.dropped,
+            },
         }
 
     @app.get("/healthz")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
+from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable, BlobRefused
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
@@ -30,6 +32,8 @@ class VersionWatcher:
         self._lock = asyncio.Lock()
         """One load at a time: a large model's load must not share the CPU with another's."""
         self._loader = loader or ModelLoader()
+        self._load_lock = asyncio.Lock()
+        """Loads of the champion and of shadowed challengers never share the CPU."""
         self.refused: dict[int, str] = {}
         """Versions of the configured model refused, and why (never retried)."""
         self.refused_elsewhere: dict[str, dict[int, str]] = {}
@@ -84,26 +88,34 @@ class VersionWatcher:
         if served is not None and served.meta.model == model and version == served.meta.version:
             # The same version under a newer generation (e.g. rolled back to it): no reload.
             return ServedModel(served.meta, served.model, generation, champion_generation)
-        try:
-            signed = await self._store.load(model, version)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a hash that is no signed blob (fields missing or garbled)
-            self._refuse(model, version, f"malformed version hash: {exc!r}")
+        fetched = await self.fetch(model, version)
+        if fetched is None:
             return None
-        if signed is None:
-            return None
-        try:
-            # Verifying and unpickling a large model takes time: keep it off the event loop.
-            # ModelLoader verifies first, then unpickles gently (GIL, GC and CPU share: loading.py).
-            meta, loaded = await asyncio.to_thread(self._loader.load, signed, self._signer)
-        except BlobRefused as exc:
-            self._refuse(model, version, str(exc))
-            return None
+        meta, loaded = fetched
+        return ServedModel(meta, loaded, generation, champion_generation)
+
+    async def fetch(self, model: str, version: int) -> tuple[ModelMeta, Any] | None:
+        """``model`` ``version`` verified and unpickled off the event loop (one load at a time
+        with every other: see ``loading.py``), or ``None`` if it is missing or refused."""
+        async with self._load_lock:
+            try:
+                signed = await self._store.load(model, version)
+            except BackendUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a hash that is no signed blob (fields missing or garbled)
+                self._refuse(model, version, f"malformed version hash: {exc!r}")
+                return None
+            if signed is None:
+                return None
+            try:
+                meta, loaded = await asyncio.to_thread(self._loader.load, signed, self._signer)
+            except BlobRefused as exc:
+                self._refuse(model, version, str(exc))
+                return None
         if meta.model != model or meta.version != version:
             self._refuse(model, version, "metadata names another model or version")
             return None
-        return ServedModel(meta, loaded, generation, champion_generation)
+        return meta, loaded
 
     async def poll(self) -> None:
         """Check the current pointer every interval; nothing that goes wrong stops polling."""

@@ -1,0 +1,191 @@
+"""The fast request paths of ingest and the predictor give exactly the detailed paths' verdicts.
+
+Each fast path (orjson, one pass, records encoded without a pydantic model) hands anything it
+does not accept to the detailed path. These tests hold the two equal: the same records, byte
+for byte, for valid bodies; the same errors for invalid ones.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamwise_core.appspec import AppSpec, load_app_spec, parse_app_spec
+from streamwise_core.codec import ModelMeta
+from streamwise_core.errors import ValidationFailed
+from streamwise_core.events import PredictionMade
+from streamwise_core.http import decode_utf8, loads_strict
+from streamwise_core.pipeline import build_model
+from streamwise_core.schema import to_model_input
+from streamwise_devstack.fraud import FraudStream
+from streamwise_ingest.parsing import parse_items
+from streamwise_ingest.validation import event_records, quick_event_records, validate_events
+from streamwise_predictor.holder import ServedModel
+from streamwise_predictor.service import (
+    BatchResponse,
+    Checked,
+    PredictionResponse,
+    check_instances,
+    encode_prediction,
+    encode_predictions,
+    parse_batch,
+    parse_instance,
+    predict_checked,
+    prediction_records,
+    read_request,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+JSON, NDJSON = "application/json", "application/x-ndjson"
+
+
+def features(**update: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "amount": 12.5, "hour": 14, "distance_km": 3.2, "is_foreign": False,
+        "card_present": True, "merchant": "grocery", "txn_last_hour": 0,
+    }
+    base.update(update)
+    return base
+
+
+def slow_events(spec: AppSpec, body: bytes, content_type: str) -> tuple[list[str], list[tuple[bytes, bytes]]]:
+    events = validate_events(spec, parse_items(body, content_type, max_items=100), NOW)
+    return [e.id for e in events], [(e.id.encode(), e.to_bytes()) for e in events]
+
+
+def outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return ("ok", call(*args, **kwargs))
+    except ValidationFailed as exc:
+        return ("refused", exc.errors)
+
+
+# --------------------------------------------------------------------------- ingest
+
+VALID_EVENTS = [
+    {"id": "e-1", "features": features(), "label": True},
+    {"id": "e-2", "features": features(hour=3.0, amount=7), "label": False, "timestamp": "2026-02-28T08:30:00Z"},
+    {"id": "e-3", "features": features(), "timestamp": "2026-02-28T08:30:00.5+02:00", "label": None},
+    {"id": "e-4", "features": features(), "timestamp": "2026-02-28T08:30:00-05:30"},
+    {"id": "e-5", "features": features(amount=1e15, distance_km=0), "timestamp": "2026-02-28 08:30:00.000001+00:00"},
+    {"id": "e:6.x-Y_", "features": features(), "timestamp": None},
+]
+
+
+@pytest.mark.parametrize("content_type", [JSON, NDJSON])
+def test_valid_events_are_the_same_records_on_both_paths(content_type: str) -> None:
+    body = json.dumps(VALID_EVENTS).encode() if content_type == JSON else b"\n".join(json.dumps(e).encode() for e in VALID_EVENTS)
+    assert quick_event_records(SPEC, orjson.loads(body) if content_type == JSON else VALID_EVENTS, NOW) is not None
+    assert event_records(SPEC, body, content_type, max_items=100, now=NOW) == slow_events(SPEC, body, content_type)
+
+
+def test_one_object_and_the_fraud_stream() -> None:
+    one = json.dumps(VALID_EVENTS[1]).encode()
+    assert event_records(SPEC, one, JSON, max_items=100, now=NOW) == slow_events(SPEC, one, JSON)
+    stream = [{"id": g.id, "features": g.features, "label": g.label} for g in FraudStream(seed=4, drift_at=50).take(100)]
+    body = json.dumps(stream).encode()
+    assert event_records(SPEC, body, JSON, max_items=100, now=NOW) == slow_events(SPEC, body, JSON)
+
+
+def test_generated_ids_and_other_tasks() -> None:
+    ids, records = event_records(SPEC, json.dumps([{"features": features()}] * 3).encode(), JSON, max_items=100, now=NOW)
+    assert len(set(ids)) == 3 and [json.loads(v)["id"] for _, v in records] == ids
+    for task, label in (("regression", 2.5), ("multiclass", "b")):
+        raw: dict[str, Any] = {
+            "name": "t", "task": task, "features": {"x": "float", "k": "category", "o": {"type": "int", "required": False}},
+            "model": {"name": "m", "steps": [{"use": "linear_model.LinearRegression"}]},
+        }
+        if task == "multiclass":
+            raw["label"] = {"classes": ["a", "b"]}
+        spec = parse_app_spec(raw)
+        body = json.dumps([{"id": "t-1", "features": {"x": 1.0, "k": "zé\u2028", "o": None}, "label": label},
+                           {"id": "t-2", "features": {"x": 2, "k": "q", "o": 4}}]).encode()
+        assert event_records(spec, body, JSON, max_items=100, now=NOW) == slow_events(spec, body, JSON)
+
+
+@pytest.mark.parametrize("body", [
+    b'[{"id": "b-1", "features": {"amount": 1, "hour": 100000000000000000000, "distance_km": 1, "is_foreign": true,'
+    b' "card_present": true, "merchant": "grocery", "txn_last_hour": 0}}]',  # orjson reads it as a float; json as an int
+    json.dumps([{"id": "big", "features": features(amount=1e300)}]).encode(),  # valid, but a float past 2**63: detailed path
+    json.dumps([{"id": "r-1", "features": features(), "label": 1}]).encode(),  # not a binary label: refused
+    json.dumps({"id": "r-2", "features": features(), "extra": 1}).encode(),
+    json.dumps([{"id": "d-1", "features": features()}, {"id": "d-1", "features": features()}]).encode(),
+    json.dumps([{"id": "has space", "features": features()}]).encode(),
+    json.dumps([{"id": "nl\n", "features": features()}]).encode(),
+    json.dumps([{"id": "ts-1", "features": features(), "timestamp": "2026-02-28T08:30:00"}]).encode(),
+    json.dumps([{"id": "ts-2", "features": features(), "timestamp": "1999-02-28T08:30:00Z"}]).encode(),
+    json.dumps([{"id": "ts-3", "features": features(), "timestamp": 1700000000}]).encode(),
+    json.dumps([{"id": "f-1", "features": features(merchant="casino", hour="3")}]).encode(),
+    json.dumps([{"id": "f-2", "features": {"amount": [[[[1]]]]}}]).encode(),
+    json.dumps([{"id": "deep", "features": features(), "label": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}]).encode(),
+    b'{"id": "nan", "features": {"amount": NaN}}', b"", b"[]", b"5", b"null", b'{"id": "u", "features": {"merchant": "\xff"}}',
+    b"\xef\xbb\xbf[]",
+])
+def test_everything_else_gets_the_detailed_verdict(body: bytes) -> None:
+    fast = outcome(event_records, SPEC, body, JSON, max_items=100, now=NOW)
+    slow = outcome(slow_events, SPEC, body, JSON)
+    assert fast == slow
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+def slow_request(body: bytes, max_batch: int | None) -> list[Checked]:
+    data = loads_strict(decode_utf8(body), ["body"])
+    instances = [parse_instance(data)] if max_batch is None else parse_batch(data, max_batch).instances
+    check_instances(SPEC, instances)
+    return [Checked(i.id, to_model_input(SPEC, i.features)) for i in instances]
+
+
+@pytest.mark.parametrize(("body", "max_batch"), [
+    ({"id": "p-1", "features": features()}, None),
+    ({"features": features(hour=3.0)}, None),
+    ({"id": None, "features": features()}, None),
+    ({"instances": [{"id": f"p-{k}", "features": features(amount=k)} for k in range(5)] + [{"features": features()}]}, 10),
+    # refused, with the detailed errors
+    ({"id": "p-1", "features": features(), "label": True}, None),
+    ({"id": "p 1", "features": features()}, None),
+    ({"id": "p-1\n", "features": features()}, None),
+    ({"id": 5, "features": features()}, None),
+    ({"features": features(merchant="casino")}, None),
+    ([{"features": features()}], None),
+    ({"instances": [{"id": "d", "features": features()}, {"id": "d", "features": features()}]}, 10),
+    ({"instances": [{"features": features()}] * 11}, 10),
+    ({"instances": []}, 10),
+    ({"instances": [{"features": features()}], "model": "x"}, 10),
+    ({"instances": [{"features": {"amount": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}]}, 10),
+    (b'{"features": {"amount": NaN}}', None),
+    (b'{"features": {"amount": 1e400}}', None),
+    (b"", None),
+])
+def test_predictor_reads_requests_as_the_detailed_path_does(body: Any, max_batch: int | None) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert outcome(read_request, SPEC, raw, max_batch) == outcome(slow_request, raw, max_batch)
+
+
+def test_predictor_answers_and_records_are_the_models_encodings() -> None:
+    model = build_model(SPEC)
+    for g in FraudStream(seed=9, drift_at=10**9).take(200):
+        model.learn_one(to_model_input(SPEC, g.features), g.label)
+    served = ServedModel(ModelMeta(app="fraud", model="fraud-lr", version=7, task="binary", examples_seen=200), model)
+    items = read_request(SPEC, json.dumps({"instances": [{"id": "a-1", "features": features()}, {"features": features()}]}).encode(), 10)
+    answers = predict_checked(SPEC, served, items)
+    one = PredictionResponse(**answers[0], model="fraud-lr", version=7)
+    assert json.loads(encode_prediction(answers[0], "fraud-lr", 7)) == one.model_dump(mode="json")
+    batch = BatchResponse(model="fraud-lr", version=7, predictions=answers)
+    assert json.loads(encode_predictions(answers, "fraud-lr", 7)) == batch.model_dump(mode="json")
+    made_at = NOW
+    for (key, value), answer in zip(prediction_records(answers, "fraud-lr", 7, made_at), answers, strict=True):
+        assert key == answer["id"].encode()
+        assert value == PredictionMade(**answer, model="fraud-lr", version=7, made_at=made_at).to_bytes()
+    for prediction, shadow in (("yes", True), (0.25, False), (None, False)):
+        answer = {"id": "x", "prediction": prediction, "probabilities": None}
+        [(_, value)] = prediction_records([answer], "m", 1, made_at, shadow=shadow)
+        assert value == PredictionMade(**answer, model="m", version=1, made_at=made_at, shadow=shadow).to_bytes()
