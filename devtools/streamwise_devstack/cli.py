@@ -16,7 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamwise_webapp.users_cli import users as users_cli
+
 from . import models_cli
+from .accounts import DEMO_ACCOUNTS, ensure_demo_accounts
+from .browser import CHROMIUM_PACKAGES
 from .kafka import ensure_java, ensure_kafka_jars
 from .packages import MissingDependency, ensure_debian_packages, find_binary
 from .ports import free_port
@@ -25,11 +29,12 @@ from .suite import Suite, service_specs, suite_env
 from .tansu import TansuBroker
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
+DEFAULT_SPEC = ROOT / "examples" / "fraud" / "lifecycle.toml"
 DEFAULT_PORTS = {"webapp": 8000, "ingest": 8001, "predictor": 8002, "trainer": 8003}
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 cli.add_typer(models_cli.models, name="models", help="Model lifecycle: list, versions, show, promote, rollback, audit.")
+cli.add_typer(users_cli, name="users", help="People and API keys of the web app: add, list, set, key-add, key-revoke.")
 console = Console()
 
 
@@ -71,9 +76,15 @@ def up(
     broker = TansuBroker(run_dir / "tansu", port=_port(9092))
     redis = RedisServer(run_dir / "redis", port=_port(6379))
     ports = {name: _port(p) for name, p in DEFAULT_PORTS.items()}
+    database_url = f"sqlite:///{run_dir / 'registry.db'}"
     env = suite_env(
-        bootstrap=broker.bootstrap, idempotence=False, redis_url=redis.url,
-        database_url=f"sqlite:///{run_dir / 'registry.db'}", app_spec=app_spec.resolve(),
+        bootstrap=broker.bootstrap, idempotence=False, redis_url=redis.url, database_url=database_url,
+        app_spec=app_spec.resolve(),
+        extra={
+            "STREAMWISE_GATE__ENABLED": "true",  # as compose and Kubernetes run it
+            # where the web app reaches the others (its System page and live feed)
+            **{f"STREAMWISE_UPSTREAM__{n.upper()}": f"http://127.0.0.1:{ports[n]}" for n in ("ingest", "predictor", "trainer")},
+        },
     )
     suite = Suite(env, run_dir / "logs", service_specs(ports), cwd=ROOT)
     stopping = False
@@ -90,9 +101,12 @@ def up(
             (run_dir / "redis").mkdir()
             broker.start()
             redis.start()
+        with console.status("preparing the registry and the demo accounts…"):
+            ensure_demo_accounts(database_url)
         with console.status("starting trainer, ingest, predictor and webapp…"):
             suite.start()
         _summary(suite, broker, redis, run_dir)
+        _sign_in_help(suite)
         if demo:
             from .demo_stream import stream
 
@@ -113,6 +127,17 @@ def up(
         console.print("stopped everything this command started")
 
 
+def _sign_in_help(suite: Suite) -> None:
+    table = Table(title=f"Sign in at {suite.url('webapp')}/ (development accounts)", show_header=True)
+    table.add_column("user")
+    table.add_column("password")
+    table.add_column("may")
+    for (user, password, role), may in zip(DEMO_ACCOUNTS, ("read", "read, feedback, promote, roll back", "all, people and keys")):
+        table.add_row(user, password, f"{role.value}: {may}")
+    console.print(table)
+    console.print("Machines send X-API-Key: dev-api-key (admin). Add people with `./streamwise users add NAME -r ROLE`.")
+
+
 def _summary(suite: Suite, broker: TansuBroker, redis: RedisServer, run_dir: Path) -> None:
     table = Table(title="Streamwise is up", show_header=True)
     table.add_column("what")
@@ -130,11 +155,12 @@ def _summary(suite: Suite, broker: TansuBroker, redis: RedisServer, run_dir: Pat
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def test(ctx: typer.Context) -> None:
-    """Install what the tests need (redis-server, PostgreSQL, Kafka jars), then run pytest."""
+    """Install what the tests need (redis-server, PostgreSQL, Chromium, Kafka jars), then run pytest."""
     _require({"redis-server": "redis-server", "initdb": "postgresql"})
     if find_binary("java") is None or find_binary("mvn") is None:
         _require({"java": "openjdk-17-jre-headless", "mvn": "maven"})
     ensure_java()
+    _require(CHROMIUM_PACKAGES)  # the browser tests drive Debian's Chromium
     with console.status("resolving Apache Kafka jars from Maven Central…"):
         ensure_kafka_jars()
     args = ctx.args or ["tests"]

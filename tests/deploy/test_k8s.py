@@ -166,7 +166,8 @@ def test_references_resolve(overlay: str) -> None:
                     name, key = ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]
                     if overlay == "prod":
                         # prod expects the Secret to exist already (created by you, not by kustomize)
-                        assert name == "streamwise-secrets" and key in SECRET_KEYS
+                        optional = ref["secretKeyRef"].get("optional") is True  # e.g. the web app's first admin
+                        assert name == "streamwise-secrets" and (key in SECRET_KEYS or optional)
                     else:
                         assert key in one(overlay, "Secret", name)["data"], f"{w['metadata']['name']}: {name}/{key}"
     if overlay == "prod":
@@ -186,7 +187,9 @@ def _expanded_env(overlay: str, name: str, secrets: dict[str, str]) -> dict[str,
             ref = var["valueFrom"]["configMapKeyRef"]
             env[var["name"]] = one(overlay, "ConfigMap", ref["name"])["data"][ref["key"]]
         else:
-            env[var["name"]] = secrets[var["valueFrom"]["secretKeyRef"]["key"]]
+            ref = var["valueFrom"]["secretKeyRef"]
+            if ref["key"] in secrets or not ref.get("optional"):  # an optional key may be absent
+                env[var["name"]] = secrets[ref["key"]]
     return env
 
 
@@ -334,7 +337,8 @@ DESIGN = {
     ("ingest", "kafka", 9092),
     ("trainer", "kafka", 9092), ("trainer", "redis", 6379), ("trainer", "postgres", 5432),
     ("predictor", "kafka", 9092), ("predictor", "redis", 6379),
-    ("webapp", "redis", 6379), ("webapp", "postgres", 5432),
+    ("webapp", "redis", 6379), ("webapp", "postgres", 5432), ("webapp", "kafka", 9092),
+    ("webapp", "ingest", 8001), ("webapp", "predictor", 8002), ("webapp", "trainer", 8003),
     ("migrate", "postgres", 5432),
 }
 

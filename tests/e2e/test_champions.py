@@ -149,7 +149,7 @@ def test_after_a_forced_drift_a_fresh_challenger_takes_over_and_errs_less(tmp_pa
         registry = Registry.from_url(suite.env["STREAMWISE_DATABASE_URL"])
         try:
             drifts = registry.drifts("fraud", model=CHAMPION)
-            audit, _ = registry.audit("fraud", action="champion")
+            audit, _ = registry.audit("fraud", action="champion_changed")
             roster = {e.name: e for e in registry.roster("fraud")}
         finally:
             registry.close()

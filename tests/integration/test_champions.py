@@ -119,7 +119,7 @@ async def test_roster_operations_check_their_preconditions_and_audit(store: Mode
     entries, total = registry.audit(SPEC.name)
     assert total == 3
     assert [(e.action, e.actor, e.model) for e in entries] == [
-        ("retire", "bob", SPEC.model.name), ("champion", "bob", "fraud-tree"), ("add_challenger", "alice", "fraud-tree"),
+        ("challenger_retired", "bob", SPEC.model.name), ("champion_changed", "bob", "fraud-tree"), ("challenger_added", "alice", "fraud-tree"),
     ]
     assert entries[1].details["champion_before"] == SPEC.model.name and entries[1].version_to == 1
 

@@ -23,6 +23,7 @@ from streamwise_core.codec import ModelMeta, pack
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
+from streamwise_webapp.accounts import Accounts, Role
 from streamwise_webapp.app import create_app
 from streamwise_webapp.settings import WebappSettings
 
@@ -97,12 +98,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
+API_KEY = {"X-API-Key": "dev-api-key"}
+"""The configured machine key: an admin by default (``STREAMWISE_MACHINE_ROLE``)."""
+
+
 @asynccontextmanager
-async def client_for(settings: WebappSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(settings: WebappSettings, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://webapp") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://webapp", headers=headers) as client:
             yield client
 
 
@@ -195,6 +200,8 @@ async def test_versions_are_listed_oldest_first(backends: Backends) -> None:
     for version in (1, 2, 3):
         await backends.publish(version, accuracy=0.7 + version / 100)
     async with client_for(backends.settings) as client:
+        assert (await client.get("/api/v1/models/versions")).status_code == 401
+    async with client_for(backends.settings, API_KEY) as client:
         everything = (await client.get("/api/v1/models/versions")).json()
         assert [v["version"] for v in everything] == [1, 2, 3]
         assert everything[0]["metrics"]["accuracy"] == pytest.approx(0.71)
@@ -247,8 +254,19 @@ class InitialState(HTMLParser):
             self.text += data
 
 
+async def _signed_in(client: httpx.AsyncClient, backends: Backends, role: Role = Role.VIEWER) -> None:
+    accounts = Accounts.from_url(backends.settings.database_url)
+    try:
+        await asyncio.to_thread(accounts.ensure_user, "pat", "pat-password-123", role)
+    finally:
+        accounts.close()
+    r = await client.post("/api/v1/session", json={"username": "pat", "password": "pat-password-123"})
+    assert r.status_code == 200, r.text
+
+
 async def test_page_embeds_the_current_state_and_history(backends: Backends) -> None:
     async with client_for(backends.settings) as client:
+        await _signed_in(client, backends)
         parser = InitialState()
         parser.feed((await client.get("/")).text)
         before = json.loads(parser.text)
@@ -257,6 +275,7 @@ async def test_page_embeds_the_current_state_and_history(backends: Backends) -> 
     await backends.publish(1)
     await backends.publish(2)
     async with client_for(backends.settings) as client:
+        await _signed_in(client, backends)
         parser = InitialState()
         parser.feed((await client.get("/")).text)
         after = json.loads(parser.text)
@@ -264,18 +283,33 @@ async def test_page_embeds_the_current_state_and_history(backends: Backends) -> 
         assert [p["version"] for p in after["history"]] == [1, 2]
 
 
-async def test_page_loads_only_local_files(backends: Backends) -> None:
+async def test_signed_out_pages_show_the_sign_in_form_and_nothing_else(backends: Backends) -> None:
+    await backends.publish(1)
     async with client_for(backends.settings) as client:
-        page = await client.get("/")
-        assert page.status_code == 200
-        assert page.headers["content-type"].startswith("text/html")
-        assert "default-src 'self'" in page.headers["content-security-policy"]
-        assert "fraud-lr" in page.text
+        for path in ("/", "/models", "/system", "/audit"):
+            page = await client.get(path)
+            assert page.status_code == 200
+            assert 'id="signin-form"' in page.text and 'aria-label="Pages"' not in page.text
+            parser = InitialState()
+            parser.feed(page.text)
+            assert parser.text == "null"  # no model data before sign-in
 
-        parser = LocalAssets()
-        parser.feed(page.text)
-        assert any("chart.umd.min.js" in url for url in parser.urls)
-        for url in parser.urls:
+
+async def test_pages_load_only_local_files(backends: Backends) -> None:
+    async with client_for(backends.settings) as client:
+        await _signed_in(client, backends)
+        urls: set[str] = set()
+        for path in ("/", "/models", "/system", "/audit"):
+            page = await client.get(path)
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+            assert "fraud" in page.text and 'aria-current="page"' in page.text
+            parser = LocalAssets()
+            parser.feed(page.text)
+            urls.update(parser.urls)
+        assert any("chart.umd.min.js" in url for url in urls)
+        for url in urls:
             assert url.startswith("/static/"), url
             asset = await client.get(url)
             assert asset.status_code == 200, url
@@ -288,7 +322,7 @@ async def test_live_stream_follows_new_versions(backends: Backends) -> None:
     settings = backends.settings.model_copy(update={"poll_interval_ms": 3_600_000, "keepalive_s": 0.2})
     app = create_app(settings)
     with served(app) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S, headers=API_KEY) as client:
             async with client.stream("GET", "/api/v1/live") as response:
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/event-stream")
@@ -309,9 +343,9 @@ async def test_live_stream_follows_new_versions(backends: Backends) -> None:
                 await stream.next_comment()  # keep-alive while nothing changes
 
             # The client is gone: the server must drop its subscription.
-            live = app.state.services.live
+            hub = app.state.services.hub
             async with asyncio.timeout(DEADLINE_S):
-                while live.subscribers:
+                while hub.subscribers:
                     await asyncio.sleep(0.02)
 
 
@@ -319,7 +353,7 @@ async def test_live_stream_starts_with_the_current_version(backends: Backends) -
     await backends.publish(1)
     await backends.publish(2)
     with served(create_app(backends.settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S, headers=API_KEY) as client:
             async with client.stream("GET", "/api/v1/live") as response:
                 _, state = await SseReader(response).next_event()
                 assert state["status"] == "current"

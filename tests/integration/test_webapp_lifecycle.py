@@ -13,10 +13,10 @@ from streamwise_core.codec import ModelMeta, pack
 from streamwise_core.lifecycle.operations import Conflict, VersionNotFound, move_current
 from streamwise_core.signing import Signer
 
-from .test_webapp import KEY_ID, SIGNER, Backends, backends, client_for  # noqa: F401 - fixture
+from .test_webapp import API_KEY, KEY_ID, SIGNER, Backends, backends, client_for  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
-KEY = {"X-API-Key": "dev-api-key"}
+KEY = API_KEY
 
 
 async def _publish(b: Backends, version: int, *, served: bool = True, accuracy: float = 0.9) -> ModelMeta:
@@ -41,6 +41,9 @@ async def test_read_endpoints(backends: Backends) -> None:  # noqa: F811
         await _publish(backends, v)
     await _publish(backends, 3, served=False, accuracy=0.5)
     async with client_for(backends.settings) as client:
+        for path in ("/api/v1/models", f"/api/v1/models/{model}/versions", f"/api/v1/models/{model}/metrics", "/api/v1/audit"):
+            assert (await client.get(path)).status_code == 401, path
+    async with client_for(backends.settings, KEY) as client:
         [info] = (await client.get("/api/v1/models")).json()
         assert (info["model"], info["served_version"], info["versions"], info["held_back"], info["latest_version"]) == (
             model, 2, 3, 1, 3)
@@ -103,14 +106,14 @@ async def test_promote_rollback_and_audit(backends: Backends) -> None:  # noqa: 
         pointer = await backends.store.pointer(model)
         assert pointer is not None and (pointer.version, pointer.generation) == (1, rolled["generation"])
 
-        page = (await client.get("/api/v1/audit", params={"model": model})).json()
+        page = (await client.get("/api/v1/audit", params={"model": model}, headers=KEY)).json()
         assert page["total"] == 2
         assert [(i["action"], i["version_from"], i["version_to"], i["reason"]) for i in page["items"]] == [
             ("rollback", 3, 1, "v3 misbehaves"), ("promote", 2, 3, "reviewed")]
         assert page["items"][0]["details"]["blob_sha256"] == metas[1].blob_sha256
-        assert [i["action"] for i in (await client.get("/api/v1/audit", params={"actor": "alice"})).json()["items"]] == ["promote"]
-        assert (await client.get("/api/v1/audit", params={"action": "rollback", "limit": 1})).json()["total"] == 1
-        [info] = (await client.get("/api/v1/models")).json()
+        assert [i["action"] for i in (await client.get("/api/v1/audit", params={"actor": "alice"}, headers=KEY)).json()["items"]] == ["promote"]
+        assert (await client.get("/api/v1/audit", params={"action": "rollback", "limit": 1}, headers=KEY)).json()["total"] == 1
+        [info] = (await client.get("/api/v1/models", headers=KEY)).json()
         assert info["served_version"] == 1 and info["held_back"] == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from string import Template
 
@@ -11,7 +12,7 @@ import pytest
 
 from streamwise_core.codec import ModelMeta
 from streamwise_core.registry import VersionRow
-from streamwise_webapp.page import PageContext, asset_version, load_template, render_page, script_json
+from streamwise_webapp.page import PAGES, SIGN_IN, Page, PageContext, asset_version, load_templates, render_page, script_json
 from streamwise_webapp.sse import sse_comment, sse_event
 from streamwise_webapp.views import (
     LiveStatus,
@@ -147,20 +148,33 @@ class TestPage:
         values.update(changes)
         return PageContext(**values)  # type: ignore[arg-type]
 
-    def test_shipped_template_renders_with_local_assets(self) -> None:
-        html = render_page(load_template(), self.ctx())
-        assert "<title>fraud · fraud-lr · Streamwise</title>" in html
-        assert 'src="/static/vendor/chart.umd.min.js?v=abc"' in html
+    @pytest.mark.parametrize("name", sorted(PAGES))
+    def test_every_page_renders_with_local_assets_only(self, name: str) -> None:
+        page = PAGES[name]
+        html = render_page(load_templates(), page, self.ctx())
+        assert f"<title>{page.title} · fraud · Streamwise</title>" in html
+        assert f'src="/static/{page.script}?v=abc"' in html and 'src="/static/common.js?v=abc"' in html
+        assert ('src="/static/vendor/chart.umd.min.js?v=abc"' in html) is page.chart
         assert 'href="/static/app.css?v=abc"' in html
         assert 'href="http://i:1/openapi.json"' in html
         assert "$" not in html
+        assert all(src.startswith("/static/") for src in re.findall(r'src="([^"]+)"', html))
+        assert f'<a href="{page.path}" aria-current="page">{page.title}</a>' in html
+
+    def test_sign_in_page_has_no_navigation_and_hides_the_account(self) -> None:
+        html = render_page(load_templates(), SIGN_IN, self.ctx(), signed_in=False)
+        assert 'id="signin-form"' in html and 'src="/static/page-signin.js?v=abc"' in html
+        assert 'aria-label="Pages"' not in html
+        assert '<div class="account" hidden>' in html
 
     def test_values_are_escaped(self) -> None:
-        html = render_page(Template("<p>$app_name</p><a href=\"$base/x\">"), self.ctx(app_name="<b>&", base='/a"b/'))
-        assert html == '<p>&lt;b&gt;&amp;</p><a href="/a&quot;b/x">'
+        templates = {"layout.html": Template("$content|$base"), "x.html": Template("<p>$app_name</p><a href=\"$base/x\">")}
+        page = Page("x", "/x", "X", "x.html", "x.js")
+        html = render_page(templates, page, self.ctx(app_name="<b>&", base='/a"b/'))
+        assert html == '<p>&lt;b&gt;&amp;</p><a href="/a&quot;b/x">|/a&quot;b'
 
     def test_initial_state_is_embedded_as_json_that_cannot_close_its_script(self) -> None:
-        html = render_page(load_template(), self.ctx(initial={"name": "</script><!--"}))
+        html = render_page(load_templates(), PAGES["app"], self.ctx(initial={"name": "</script><!--"}))
         assert '<script id="initial-state" type="application/json">{"name":"\\u003c/script>\\u003c!--"}</script>' in html
         assert json.loads(script_json({"a": "<b>"})) == {"a": "<b>"}
 

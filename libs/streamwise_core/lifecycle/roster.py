@@ -86,7 +86,7 @@ async def add_challenger(
     except ModelExists as exc:
         raise Conflict(f"{exc}; model names are never reused, pick another") from exc
     await asyncio.to_thread(registry.record_audit, AuditEntry(
-        app=app.name, actor=actor, action="add_challenger", model=model.name, reason=reason,
+        app=app.name, actor=actor, action="challenger_added", model=model.name, reason=reason,
         details={"kind": model.kind, "start": entry.start, "spec": entry.spec},
     ))
     await publish_roster(store, registry, app.name)
@@ -102,7 +102,7 @@ async def retire(store: ModelStore, registry: Registry, app: str, name: str, *, 
     if not await asyncio.to_thread(registry.retire, app, name, reason):
         raise Conflict(f"{name} is retired already")
     await asyncio.to_thread(registry.record_audit, AuditEntry(
-        app=app, actor=actor, action="retire", model=name, reason=reason, details={"role_before": entry.role},
+        app=app, actor=actor, action="challenger_retired", model=name, reason=reason, details={"role_before": entry.role},
     ))
     await publish_roster(store, registry, app)
 
@@ -130,7 +130,7 @@ async def make_champion(
         raise Conflict(f"the champion changed meanwhile ({exc}); try again") from exc
     await asyncio.to_thread(registry.set_champion, app, name)
     await asyncio.to_thread(registry.record_audit, AuditEntry(
-        app=app, actor=actor, action="champion", model=name, version_to=pointer.version, reason=reason,
+        app=app, actor=actor, action="champion_changed", model=name, version_to=pointer.version, reason=reason,
         details={
             "champion_before": before.model if before is not None else None,
             "champion_generation": champion.generation, **(details or {}),

@@ -9,9 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from streamwise_core.errors import BackendUnavailable
+from streamwise_core.errors import BackendUnavailable, ValidationFailed
 
-from .deps import Services, get_services
+from .auth import AUTH_RESPONSES, require_viewer
+from .deps import ServicesDep
+from .hub import CHANNELS, Hub
 from .live import LiveModel, VersionUnreadable
 from .sse import sse_comment, sse_event
 from .views import CurrentModel, Health, Problem, VersionPoint, history_view
@@ -20,7 +22,6 @@ READY_TIMEOUT_S = 2.0
 RECONNECT_MS = 3000
 
 router = APIRouter()
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 @router.get(
@@ -33,7 +34,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
     },
 )
 async def current_model(services: ServicesDep) -> CurrentModel:
-    """The version predictions are served from now, with its metrics."""
+    """The version predictions are served from now, with its metrics (public: a status read)."""
     try:
         current = await services.reader.read()
     except VersionUnreadable as exc:
@@ -46,7 +47,8 @@ async def current_model(services: ServicesDep) -> CurrentModel:
 @router.get(
     "/api/v1/models/versions",
     tags=["models"],
-    responses={503: {"model": Problem, "description": "The registry is unavailable."}},
+    dependencies=[Depends(require_viewer)],
+    responses={503: {"model": Problem, "description": "The registry is unavailable."}, **AUTH_RESPONSES},
 )
 async def model_versions(
     services: ServicesDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200
@@ -60,35 +62,51 @@ async def model_versions(
 @router.get(
     "/api/v1/live",
     tags=["models"],
+    dependencies=[Depends(require_viewer)],
     response_class=StreamingResponse,
     responses={
         200: {
             "description": (
-                "Server-Sent Events: a `state` event (data: a LiveState JSON object with `status`, "
-                "`current` and `server_time`) on connect and on every change of version or status; "
-                "comment lines keep an idle connection open."
+                "Server-Sent Events. `state` (a LiveState: `status`, `current`, `server_time`) on connect and "
+                "on every change of version or status; `feed` (a FeedItem) for each sampled event and each "
+                "feedback; `system` (a SystemState) after every check of the services. Comment lines keep "
+                "an idle connection open."
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
+        },
+        **AUTH_RESPONSES,
     },
 )
-async def live(services: ServicesDep) -> StreamingResponse:
-    """Stream the current version as it changes."""
+async def live(
+    services: ServicesDep,
+    channels: Annotated[str, Query(max_length=64, description="Comma-separated: state, feed, system.")] = "state",
+) -> StreamingResponse:
+    """Stream what changes, without reloading the page."""
+    wanted = frozenset(c.strip() for c in channels.split(",") if c.strip())
+    if not wanted or not wanted <= CHANNELS:
+        raise ValidationFailed([{"loc": ["query", "channels"], "msg": f"choose from: {', '.join(sorted(CHANNELS))}"}])
     return StreamingResponse(
-        _events(services.live, services.settings.keepalive_s),
+        _events(services.live, services.hub, wanted, services.settings.keepalive_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(live: LiveModel, keepalive_s: float) -> AsyncIterator[bytes]:
+async def _events(live: LiveModel, hub: Hub, channels: frozenset[str], keepalive_s: float) -> AsyncIterator[bytes]:
     retry: int | None = RECONNECT_MS
-    async for state in live.updates(keepalive_s):
-        if state is None:
-            yield sse_comment("keep-alive")
-            continue
-        yield sse_event(state.model_dump_json(), event="state", retry_ms=retry)
-        retry = None
+    with hub.subscribe(channels) as queue:
+        if "state" in channels:  # the state now, then its changes as the hub brings them
+            state = live.state or await live.refresh()
+            yield sse_event(state.model_dump_json(), event="state", retry_ms=retry)
+            retry = None
+        while True:
+            try:
+                channel, data = await asyncio.wait_for(queue.get(), keepalive_s)
+            except TimeoutError:
+                yield sse_comment("keep-alive")
+                continue
+            yield sse_event(data, event=channel, retry_ms=retry)
+            retry = None
 
 
 @router.get("/healthz", tags=["health"])

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+import httpx
+from fastapi import Depends, HTTPException, Request
 
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
 
+from .accounts import Accounts
+from .auth import Authenticator
+from .feed import DeadLetterLog, FeedBuffer, FreshnessTracker
+from .hub import Hub
 from .live import CurrentReader, LiveModel
+from .livefeed import FeedWorker
 from .settings import WebappSettings
+from .streams import LabelWriter, StreamWatcher
+from .system import SystemMonitor
+from .upstream import PredictorClient
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,18 @@ class Services:
     registry: Registry
     reader: CurrentReader
     live: LiveModel
+    accounts: Accounts
+    auth: Authenticator
+    hub: Hub
+    feed: FeedBuffer
+    feed_worker: FeedWorker
+    watcher: StreamWatcher
+    monitor: SystemMonitor
+    dead_letters: DeadLetterLog
+    labels: LabelWriter
+    predictor: PredictorClient
+    freshness: FreshnessTracker
+    http: httpx.AsyncClient
 
 
 def get_services(request: Request) -> Services:
@@ -28,3 +50,6 @@ def get_services(request: Request) -> Services:
     if services is None:
         raise HTTPException(status_code=503, detail="starting up")
     return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

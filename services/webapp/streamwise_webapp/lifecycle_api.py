@@ -4,45 +4,31 @@ promotion and rollback. The web app's pages and the operator CLI read the same d
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamwise_core.errors import ValidationFailed
-from streamwise_core.http import (
-    API_KEY_HEADER, JSON_TYPES, ApiKeyCheck, decode_utf8, loads_strict, read_body, require_media_type,
-)
+from streamwise_core.http import JSON_TYPES, decode_utf8, loads_strict, read_body, require_media_type
 from streamwise_core.lifecycle.operations import LifecycleError, move_current
 from streamwise_core.registry import AuditEntry, VersionRow
 from streamwise_core.signing import Signer
 
-from .deps import Services, get_services
+from .auth import ACTOR_HEADER, AUTH_RESPONSES, Principal, require_operator, require_viewer
+from .deps import Services, ServicesDep
 from .views import Problem, as_utc
 
-router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
-ServicesDep = Annotated[Services, Depends(get_services)]
+router = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(require_viewer)])
+Operator = Annotated[Principal, Depends(require_operator)]
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ModelName = Annotated[str, Path(pattern=MODEL_PATTERN, description="The model's name, as in the app spec.")]
-ACTOR_HEADER = "X-Actor"
-
 NOT_FOUND = {404: {"model": Problem, "description": "No such model."}}
-UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}}
+UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}, **AUTH_RESPONSES}
 BAD_QUERY: dict[int | str, dict[str, Any]] = {}
 """422 for a query parameter out of range: FastAPI documents it."""
 MAX_MOVE_BODY = 16 * 1024
-
-
-class ModelInfo(BaseModel):
-    model: str
-    served_version: int | None = Field(description="What the current pointer names (None: nothing yet).")
-    generation: int | None = Field(description="Generation of the pointer: it grows with every move.")
-    versions: int
-    held_back: int
-    latest_version: int | None
-    latest_at: datetime | None
 
 
 class VersionInfo(BaseModel):
@@ -137,24 +123,6 @@ def _utc(moment: datetime | None) -> datetime | None:
     return as_utc(moment) if moment is not None else None
 
 
-@router.get("/models", responses=UNAVAILABLE)
-async def list_models(services: ServicesDep) -> list[ModelInfo]:
-    """Every model of the application, with the version served now."""
-    spec = services.settings.spec
-    summaries = {s.model: s for s in await asyncio.to_thread(services.registry.models, spec.name)}
-    out = []
-    for name in sorted(summaries.keys() | {spec.model.name}):
-        pointer = await services.store.pointer(name)
-        s = summaries.get(name)
-        out.append(ModelInfo(
-            model=name, served_version=pointer.version if pointer else None,
-            generation=pointer.generation if pointer else None, versions=s.versions if s else 0,
-            held_back=s.held_back if s else 0, latest_version=s.latest_version if s else None,
-            latest_at=_utc(s.latest_at) if s else None,
-        ))
-    return out
-
-
 @router.get("/models/{model}/versions", responses={**NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
 async def list_versions(
     services: ServicesDep, model: ModelName,
@@ -208,15 +176,7 @@ def _audit_item(e: AuditEntry) -> AuditItem:
     )
 
 
-def actor_of(api_key: str | None, actor: str | None) -> str:
-    """Who acts: the ``X-Actor`` header if given, else the key's fingerprint (never the key)."""
-    if actor:
-        return actor
-    return "api-key:" + hashlib.sha256((api_key or "").encode()).hexdigest()[:12]
-
-
 MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": f"Missing or invalid `{API_KEY_HEADER}`."},
     404: {"model": Problem, "description": "No such model, or the version is not stored."},
     409: {"model": Problem, "description": "The version is not earlier (rollback) / later (promote) than the "
           "current one, fails verification, or the pointer moved meanwhile."},
@@ -227,14 +187,10 @@ MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _move_route(action: Literal["promote", "rollback"]) -> Any:
-    async def move(
-        request: Request, services: ServicesDep, model: ModelName,
-        actor: Annotated[str | None, Header(alias=ACTOR_HEADER, min_length=1, max_length=128,
-                                            pattern=r"^[\x20-\x7e]+$")] = None,
-    ) -> MoveResult:
+    async def move(request: Request, services: ServicesDep, model: ModelName, principal: Operator) -> MoveResult:
         body = await _move_body(request)
         await _check_model(services, model)
-        who = actor_of(request.headers.get(API_KEY_HEADER), actor)
+        who = principal.actor
         try:
             moved = await move_current(
                 services.store, services.registry, Signer(services.settings.signing_key_map),
@@ -253,7 +209,8 @@ def _move_route(action: Literal["promote", "rollback"]) -> Any:
         "Roll back: serve an earlier stored version; every predictor follows within a poll interval."
         if action == "rollback" else
         "Promote: serve a later stored version (e.g. one the gate held back)."
-    ) + f" Needs `{API_KEY_HEADER}`; `{ACTOR_HEADER}` names who acts (default: the key's fingerprint)."
+    ) + (f" Needs the operator role. A machine's `{ACTOR_HEADER}` names who acts (default: the key's"
+         " name or fingerprint); a person is recorded by user name.")
     return move
 
 
@@ -277,9 +234,9 @@ MOVE_BODY_SCHEMA = {
 }
 
 
-def build_router(keys: list[str]) -> APIRouter:
-    """The lifecycle routes: reads, and writes guarded by ``keys``."""
-    writes = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(ApiKeyCheck(keys))])
+def build_router() -> APIRouter:
+    """The lifecycle routes: reads for viewers, promote and roll back for operators."""
+    writes = APIRouter(prefix="/api/v1", tags=["lifecycle"])
     for action in ("rollback", "promote"):
         writes.add_api_route(
             f"/models/{{model}}/{action}", _move_route(action), methods=["POST"],  # type: ignore[arg-type]

@@ -82,6 +82,11 @@ class LiveModel:
         self._problem: str | None = None
         self._lock = asyncio.Lock()
         self._waiters: set[asyncio.Event] = set()
+        self._listeners: list[Callable[[LiveState], None]] = []
+
+    def add_listener(self, listener: Callable[[LiveState], None]) -> None:
+        """Call ``listener`` (without blocking) with every state that differs from the one before."""
+        self._listeners.append(listener)
 
     @property
     def state(self) -> LiveState | None:
@@ -112,6 +117,11 @@ class LiveModel:
             if previous is None or state_key(previous) != state_key(state):
                 for waiter in self._waiters:
                     waiter.set()
+                for listener in self._listeners:
+                    try:
+                        listener(state)
+                    except Exception:  # one broken listener must not stop the others
+                        log.exception("live state listener failed")
             return state
 
     async def run(self) -> None:

@@ -32,6 +32,9 @@ class CurrentModel(BaseModel):
     recent_value: float | None = Field(description="Primary metric over the recent window.")
     recent_window: int = Field(description="Examples in the recent window.")
     published_at: datetime
+    offsets: dict[str, int] = Field(
+        default_factory=dict, description="Last offset learned per `topic:partition` (freshness is measured with it)."
+    )
 
 
 class VersionPoint(BaseModel):
@@ -115,6 +118,7 @@ def current_view(meta: ModelMeta) -> CurrentModel:
         recent_value=metrics.get(name + RECENT_SUFFIX),
         recent_window=RECENT_WINDOW,
         published_at=as_utc(meta.created_at),
+        offsets=dict(meta.offsets),
     )
 
 
