@@ -37,6 +37,12 @@ class FakeStore:
         self.loads = 0
         self.notes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
+    async def champion(self) -> None:
+        """No champion set: the web app shows the configured model (the roster is tested on Redis)."""
+        if self.down:
+            raise BackendUnavailable("redis: down")
+        return None
+
     async def current_version(self, model: str) -> int | None:
         if self.down:
             raise BackendUnavailable("redis: down")

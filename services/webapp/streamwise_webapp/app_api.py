@@ -80,9 +80,11 @@ class PredictResult(BaseModel):
 async def app_info(_: Viewer, services: ServicesDep) -> AppInfo:
     """The application's features, task and labels."""
     spec = services.settings.spec
+    champion = await services.store.champion()
     return AppInfo(
         app=spec.name, task=spec.task.value, label_name=spec.label.name,
-        classes=list(spec.classes) if spec.classes is not None else None, champion=spec.model.name,
+        classes=list(spec.classes) if spec.classes is not None else None,
+        champion=champion.model if champion is not None else spec.model.name,
         features=[FeatureField(name=n, type=f.type.value, required=f.required, values=list(f.values) if f.values else None)
                   for n, f in spec.features.items()],
     )

@@ -35,34 +35,37 @@ class CurrentReader:
         self._signer = signer
         self._model = model
         self._cached: CurrentModel | None = None
-        self._refused: dict[int, str] = {}
+        self._refused: dict[tuple[str, int], str] = {}
         """Versions that failed verification; a signed blob never changes, so they are not re-read."""
 
     async def read(self) -> CurrentModel | None:
-        """``None`` until a first version is published; raises ``BackendUnavailable``, ``VersionUnreadable``."""
-        version = await self._store.current_version(self._model)
+        """The champion's current version (the configured model's before a champion is set);
+        ``None`` until a first version is published; raises ``BackendUnavailable``, ``VersionUnreadable``."""
+        champion = await self._store.champion()
+        model = champion.model if champion is not None else self._model
+        version = await self._store.current_version(model)
         if version is None:
             return None
         cached = self._cached
-        if cached is not None and cached.version == version:
+        if cached is not None and (cached.model, cached.version) == (model, version):
             return cached
-        if version in self._refused:
-            raise VersionUnreadable(self._refused[version])
-        signed = await self._store.load(self._model, version)
+        if (model, version) in self._refused:
+            raise VersionUnreadable(self._refused[(model, version)])
+        signed = await self._store.load(model, version)
         if signed is None:
-            raise VersionUnreadable(f"{self._model} v{version} is current but its blob is missing")
+            raise VersionUnreadable(f"{model} v{version} is current but its blob is missing")
         try:
             meta = verify(signed, self._signer)
         except BlobRefused as exc:
-            raise self._refuse(version, f"refused: {exc}") from exc
-        if meta.model != self._model or meta.version != version:
-            raise self._refuse(version, f"metadata names {meta.model} v{meta.version}")
+            raise self._refuse(model, version, f"refused: {exc}") from exc
+        if meta.model != model or meta.version != version:
+            raise self._refuse(model, version, f"metadata names {meta.model} v{meta.version}")
         self._cached = current_view(meta)
         return self._cached
 
-    def _refuse(self, version: int, reason: str) -> VersionUnreadable:
-        message = f"{self._model} v{version} {reason}"
-        self._refused[version] = message
+    def _refuse(self, model: str, version: int, reason: str) -> VersionUnreadable:
+        message = f"{model} v{version} {reason}"
+        self._refused[(model, version)] = message
         return VersionUnreadable(message)
 
 
@@ -144,7 +147,7 @@ class LiveModel:
             try:
                 async for note in self._store.announcements():
                     backoff = LISTEN_BACKOFF_S[0]
-                    if note.get("model") == self._model:
+                    if "champion" in note or isinstance(note.get("version"), int):
                         await self.refresh()
             except (RedisError, OSError, BackendUnavailable) as exc:
                 log.debug("announcements lost (%s); polling covers the gap", exc)
