@@ -72,7 +72,11 @@ class StreamWatcher:
             enable_auto_commit=False, auto_offset_reset="latest",
             request_timeout_ms=self._kafka.request_timeout_ms,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a start that failed half way leaves its client open
+            raise
         try:
             events, dead = await self._partitions(consumer)
             consumer.assign(events + dead)
