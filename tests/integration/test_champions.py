@@ -147,3 +147,35 @@ async def test_predictors_follow_the_champion_and_never_go_back_to_a_stale_one(s
     await store.set_champion(SPEC.model.name)
     await watcher.check()
     assert holder.current is not None and (holder.current.meta.model, holder.current.meta.version) == (SPEC.model.name, 4)
+
+
+async def test_drift_challengers_are_capped_across_the_app(store: ModelStore, registry: Registry, tmp_path: Any) -> None:  # noqa: F811
+    from streamwise_trainer.drift import Drift
+    from streamwise_trainer.settings import TrainerSettings
+    from streamwise_trainer.supervisor import DRIFT_ACTOR, Supervisor
+
+    settings = TrainerSettings(app_spec=ROOT / "examples" / "fraud" / "lifecycle.toml", _env_file=None)  # type: ignore[call-arg]
+    supervisor = Supervisor(settings, SIGNER, "test-writer")
+    supervisor._store, supervisor._registry = store, registry  # noqa: SLF001 - the clients run() would open
+    registry.add_model(_entry(SPEC.model.name, CHAMPION))
+    champion = settings.spec.model
+    assert champion.drift.action == "challenger" and champion.drift.max_challengers == 2
+    for i in range(3):
+        found = Drift(
+            examples_seen=1000 * (i + 1), offsets={"events:0": 999 * (i + 1)}, detected_at=datetime.now(UTC),
+            error_after=0.2, detector="adwin", action="challenger",
+        )
+        await supervisor._drift_challenger(champion, found)  # noqa: SLF001
+    spawned = [e for e in registry.roster(SPEC.name) if e.created_by == DRIFT_ACTOR]
+    assert [(e.name, e.start) for e in spawned] == [
+        ("fraud-lr-d1", {"from": "positions", "positions": {"events:0": 999}}),
+        ("fraud-lr-d2", {"from": "positions", "positions": {"events:0": 1998}}),
+    ], "two at most; the third drift only records"
+    # A drift challenger that became champion and drifts in turn counts against the same cap,
+    # and names are never reused once one is retired.
+    registry.retire(SPEC.name, "fraud-lr-d1", "lost")
+    await supervisor._drift_challenger(ModelSpec.model_validate(spawned[1].spec), found)  # noqa: SLF001
+    names = [e.name for e in registry.roster(SPEC.name) if e.created_by == DRIFT_ACTOR]
+    assert names == ["fraud-lr-d2", "fraud-lr-d2-d1"]
+    await supervisor._drift_challenger(champion, found)  # noqa: SLF001
+    assert len([e for e in registry.roster(SPEC.name) if e.created_by == DRIFT_ACTOR]) == 2

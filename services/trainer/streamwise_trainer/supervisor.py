@@ -37,6 +37,7 @@ from .settings import TrainerSettings
 log = logging.getLogger(__name__)
 
 AUTO_PROMOTION = "trainer:auto-promotion"
+DRIFT_ACTOR = "trainer:drift"
 RESTART_AFTER_S = 10.0
 """A model whose runtime failed (or whose lease another trainer holds) is tried again after this."""
 
@@ -258,17 +259,21 @@ class Supervisor:
         assert self._store is not None and self._registry is not None
         app = self.settings.spec
         every = await asyncio.to_thread(self._registry.roster, app.name, include_retired=True)
-        prefix = f"{model.name}-d"
-        spawned = [e for e in every if e.name.startswith(prefix) and e.created_by == "trainer:drift"]
-        if sum(e.role != "retired" for e in spawned) >= model.drift.max_challengers:
-            log.info("drift in %s: %s drift challengers already learn, none added", model.name, model.drift.max_challengers)
+        # The cap counts every drift challenger of the app, not only this model's: a drift
+        # challenger that became champion and drifts in turn must not grow a tree of them.
+        active = [e for e in every if e.created_by == DRIFT_ACTOR and e.role == CHALLENGER]
+        if len(active) >= model.drift.max_challengers:
+            log.info("drift in %s: %s drift challengers learn already, none added", model.name, len(active))
             return
-        name = f"{prefix}{len(spawned) + 1}"[:63]
+        taken = {e.name for e in every}
+        n = 1
+        while (name := f"{model.name[:56]}-d{n}") in taken:
+            n += 1
         fresh = model.model_copy(update={"name": name})
         try:
             await add_challenger(
                 self._store, self._registry, app, fresh, StartPosition(from_="positions", positions=found.offsets),
-                actor="trainer:drift",
+                actor=DRIFT_ACTOR,
                 reason=f"drift in {model.name} after {found.examples_seen} examples ({found.detector})",
             )
         except LifecycleError as exc:
