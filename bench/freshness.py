@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import os
 import time
 import uuid
 from typing import Annotated, Any
@@ -214,9 +215,14 @@ async def pipeline(
             r = await client.post(f"{ingest}/v1/events", content=bodies[k], headers=headers)
             return r.status_code == 202
 
+        loadavg = [round(x, 2) for x in os.getloadavg()]
+        names = ("ingest", "trainer", "predictor")
+        cpu_start = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
         t0 = time.monotonic()
         run = await c.open_loop(send, len(bodies), per_s / max(len(b) for b in ids))
         t_input_end = max(run.done)
+        cpu_end = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
+        cpu_share = {n: (cpu_end[n] - cpu_start[n]) / (time.monotonic() - t0) for n in cpu_start}
         where = await read_offsets(infra.bootstrap, svc.topics.events, infra.partitions)
         last = {p: max(o for q, o in where.values() if q == p) for p in {q for q, _ in where.values()}}
         events_key = f"{svc.topics.events}:{{}}"
@@ -271,6 +277,8 @@ async def pipeline(
     request_ms = [(d - s) * 1000 for d, s in zip(run.done, run.sent, strict=True)]
     return {
         "rate_target_eps": per_s,
+        "loadavg_at_start": loadavg,
+        "cpu_share_during_input": cpu_share,
         "events": total, "acked": acked, "requests": len(bodies), "failed_requests": run.ok.count(False),
         "not_in_topic": missing,
         "achieved_eps": acked / (t_input_end - run.sent[0]),
@@ -330,6 +338,9 @@ def report(runs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
             ["versions published / served; interval p50, ms",
              f"{r['versions_published']} / {r['versions_served']}; {c.fmt(r['publication_interval_ms']['p50'])}"],
             ["events never served (within the drain timeout)", str(r["unserved"])],
+            ["CPU during the input, cores: " + " / ".join(r["cpu_share_during_input"]),
+             " / ".join(f"{v:.2f}" for v in r["cpu_share_during_input"].values())],
+            ["load average at the start (1/5/15 min)", " ".join(f"{x:.2f}" for x in r["loadavg_at_start"])],
         ])
         if r["rate_target_eps"] >= TARGET_RATE:
             met = fr["p99"] <= TARGET_P99_MS and r["achieved_eps"] >= 0.95 * TARGET_RATE

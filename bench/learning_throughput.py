@@ -1,8 +1,14 @@
 """Learning throughput: the trainer service against river's own in-process loop.
 
-The events topic is filled first, so the figure is what the trainer (faust consumer, decoding,
-validation, label join, predict-score-learn, checkpoints) sustains; the limit is
-``river.evaluate.progressive_val_score`` on the same events and the same model, in this run.
+The events topic is filled first, so the figure is what the trainer (batch consumer, decoding,
+validation, label join, predict-score-learn, versions, checkpoints) sustains; the limit is
+``river.evaluate.progressive_val_score`` on the same events and the same model, in this run,
+measured before and after the trainer (the mean of the two is the limit).
+
+Two ratios: wall clock (events/s) and CPU time per event. The CPU ratio compares river's loop
+(``time.process_time`` of this process) with the trainer process's own CPU (psutil, user +
+system) over the window in which it learned, so time the host gives to other processes does
+not count on either side.
 
     python bench/learning_throughput.py            # 20,000 events per model
     python bench/learning_throughput.py --smoke    # a few seconds, for CI
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 import tomllib
@@ -28,6 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+import _common as c
 from streamwise_core.appspec import parse_app_spec
 from streamwise_core.events import EventReceived, utcnow
 from streamwise_core.kafka import ensure_topics
@@ -50,16 +58,41 @@ STALL_S = 60.0
 """Give up when the trainer learns nothing new for this long."""
 
 
+@dataclass(frozen=True)
+class Pace:
+    """Events per second (wall clock) and CPU microseconds per event."""
+
+    eps: float
+    cpu_us: float
+
+
 @dataclass
 class Row:
     model: str
     events: int
     trainer_eps: float
     river_eps: float
+    """The limit: the mean of the runs before and after the trainer (by time per event)."""
+    trainer_cpu_us: float
+    """The trainer process's CPU (user + system) per event learned, over the same window."""
+    river_cpu_us: float
+    trainer_cpu_share: float
+    """The trainer's CPU time over the wall time of the window (1 = a whole core)."""
+    river_before: Pace
+    river_after: Pace
+    loadavg: list[float]
+    """1/5/15-minute load averages when the model's runs began."""
 
     @property
     def ratio(self) -> float:
         return self.trainer_eps / self.river_eps
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.river_cpu_us / self.trainer_cpu_us
+
+    def result(self) -> dict[str, object]:
+        return {**asdict(self), "ratio": self.ratio, "cpu_ratio": self.cpu_ratio}
 
 
 def spec_dict(model: str) -> dict:
@@ -88,12 +121,13 @@ def json_to_toml(value: object) -> str:
     return json.dumps(value)
 
 
-def river_limit(model: str, events: list) -> float:
+def river_limit(model: str, events: list) -> Pace:
     spec = parse_app_spec(spec_dict(model))
     data = [(to_model_input(spec, e.features), e.label) for e in events]
-    start = time.perf_counter()
+    evaluate.progressive_val_score(data[:500], build_model(spec), metrics.Accuracy())  # warm-up, not timed
+    start, cpu = time.perf_counter(), time.process_time()
     evaluate.progressive_val_score(data, build_model(spec), metrics.Accuracy())
-    return len(data) / (time.perf_counter() - start)
+    return Pace(len(data) / (time.perf_counter() - start), (time.process_time() - cpu) / len(data) * 1e6)
 
 
 async def fill_topic(bootstrap: str, topic: str, events: list) -> None:
@@ -108,7 +142,10 @@ async def fill_topic(bootstrap: str, topic: str, events: list) -> None:
         await producer.stop()
 
 
-def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServer, work: Path, progress: Progress) -> float:
+def trainer_rate(
+    model: str, events: list, broker: KafkaBroker, redis: RedisServer, work: Path, progress: Progress, trainer_env: dict[str, str],
+) -> tuple[Pace, float]:
+    """The trainer's pace from its first example learned to its last, and its CPU share then."""
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     spec_path = write_spec(model, work)
     topics = Topics.for_app(prefix, "fraud")
@@ -118,13 +155,14 @@ def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServ
     env = suite_env(
         bootstrap=broker.bootstrap, idempotence=True, redis_url=redis.url,
         database_url=f"sqlite:///{work / (prefix + '.db')}", app_spec=spec_path, topic_prefix=prefix,
-        extra={"STREAMWISE_LOG_LEVEL": "WARNING"},
+        extra={"STREAMWISE_LOG_LEVEL": "WARNING", **trainer_env},
     )
     suite = Suite(env, work / "logs", [s for s in service_specs({"trainer": port}) if s.name == "trainer"], cwd=ROOT)
     task = progress.add_task(f"trainer · {model}", total=len(events))
     suite.start("trainer")
+    pid = suite.procs["trainer"].pid
     try:
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         last_progress = (time.perf_counter(), -1)
         while True:
             seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=30, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
@@ -135,10 +173,12 @@ def trainer_rate(model: str, events: list, broker: KafkaBroker, redis: RedisServ
             elif now - last_progress[0] > STALL_S:
                 raise RuntimeError(f"trainer stalled at {seen} of {len(events)} examples:\n{suite.log_tail('trainer')}")
             if seen and first is None:
-                first = (now, seen)
+                first = (now, seen, c.cpu_s(pid))
             if seen >= len(events):
                 assert first is not None
-                return (seen - first[1]) / max(now - first[0], 1e-9)
+                cpu, wall = c.cpu_s(pid) - first[2], max(now - first[0], 1e-9)
+                learned = max(seen - first[1], 1)
+                return Pace(learned / wall, cpu / learned * 1e6), cpu / wall
             time.sleep(0.02)
     finally:
         suite.stop()
@@ -148,10 +188,12 @@ def main(
     events: Annotated[int, typer.Option(help="Labelled events per model")] = 20_000,
     models: Annotated[str, typer.Option(help="Comma-separated: linear,hoeffding,arf")] = "linear,hoeffding,arf",
     smoke: Annotated[bool, typer.Option(help="Tiny run for CI")] = False,
+    trainer_env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the trainer's environment (repeatable), e.g. STREAMWISE_PUBLISH_EVERY_MS=1000")] = None,
 ) -> None:
     if smoke:
         events, models = 3000, "linear"
     stream = FraudStream(seed=3, drift_at=events // 2).take(events)
+    env = dict(item.split("=", 1) for item in trainer_env or [])
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -159,17 +201,31 @@ def main(
         (work / "redis").mkdir()
         with KafkaBroker(work / "kafka") as broker, RedisServer(work / "redis") as redis, Progress(console=console) as progress:
             for model in models.split(","):
-                limit = river_limit(model, stream)
-                rate = trainer_rate(model, stream, broker, redis, work, progress)
-                rows.append(Row(model, events, rate, limit))
-    table = Table(title=f"Learning throughput ({events:,} labelled events, events/s)")
-    for col in ("model", "trainer", "river in-process (limit)", "ratio"):
+                loadavg = [round(x, 2) for x in os.getloadavg()]
+                before = river_limit(model, stream)
+                rate, share = trainer_rate(model, stream, broker, redis, work, progress, env)
+                after = river_limit(model, stream)
+                river_eps = 2 / (1 / before.eps + 1 / after.eps)
+                rows.append(Row(
+                    model, events, rate.eps, river_eps, rate.cpu_us, (before.cpu_us + after.cpu_us) / 2, share,
+                    before, after, loadavg,
+                ))
+    table = Table(title=f"Learning throughput ({events:,} labelled events; load average {os.getloadavg()[0]:.2f} at the end)")
+    columns = (
+        "model", "trainer ev/s", "river in-process (limit) ev/s", "river before / after", "ratio",
+        "trainer CPU µs/ev", "river CPU µs/ev", "cpu ratio", "trainer CPU share", "load at start",
+    )
+    for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r.model, f"{r.trainer_eps:,.0f}", f"{r.river_eps:,.0f}", f"{r.ratio:.2f}")
-    Console().print(table)
+        table.add_row(
+            r.model, f"{r.trainer_eps:,.0f}", f"{r.river_eps:,.0f}", f"{r.river_before.eps:,.0f} / {r.river_after.eps:,.0f}",
+            f"{r.ratio:.2f}", f"{r.trainer_cpu_us:,.1f}", f"{r.river_cpu_us:,.1f}", f"{r.cpu_ratio:.2f}",
+            f"{r.trainer_cpu_share:.2f}", " ".join(f"{x:.2f}" for x in r.loadavg),
+        )
+    Console(width=200).print(table)
     out = ROOT / "bench" / "results" / f"learning_throughput{'-smoke' if smoke else ''}.json"
-    out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=2))
+    out.write_text(json.dumps([{**r.result(), "trainer_env": env, "host": c.host_info()} for r in rows], indent=2) + "\n")
 
 
 if __name__ == "__main__":

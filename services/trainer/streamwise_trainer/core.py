@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
-from streamwise_core.events import EventReceived, LabelReceived
+from streamwise_core.events import event_fields, label_fields
 from streamwise_core.schema import ModelInputReader, feature_errors, label_error
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
@@ -123,22 +123,22 @@ class Trainer:
             return Rejected(record, f"cannot learn: {exc!r}")
 
     def _on_event(self, record: Record) -> Rejected | None:
-        event = EventReceived.from_bytes(record.value or b"")
-        x = self._read_input(event.features)
+        event_id, features, label = event_fields(record.value or b"")
+        x = self._read_input(features)
         if x is None:
-            return Rejected(record, f"features do not match the schema: {feature_errors(self.spec, event.features)[:3]}")
-        if event.label is not None and (problem := label_error(self.spec, event.label)):
+            return Rejected(record, f"features do not match the schema: {feature_errors(self.spec, features)[:3]}")
+        if label is not None and (problem := label_error(self.spec, label)):
             return Rejected(record, f"label: {problem}")
-        example = self.state.join.on_event(event.id, x, event.label)
+        example = self.state.join.on_event(event_id, x, label)
         if example is not None:
             self._learn(example)
         return None
 
     def _on_label(self, record: Record) -> Rejected | None:
-        label = LabelReceived.from_bytes(record.value or b"")
-        if problem := label_error(self.spec, label.label):
+        event_id, label = label_fields(record.value or b"")
+        if problem := label_error(self.spec, label):
             return Rejected(record, f"label: {problem}")
-        example = self.state.join.on_label(label.id, label.label)
+        example = self.state.join.on_label(event_id, label)
         if example is not None:
             self._learn(example)
         return None
