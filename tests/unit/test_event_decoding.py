@@ -28,19 +28,12 @@ from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.validation import quick_event_records
 from streamwise_trainer.core import Record, Trainer
 
+from .test_ingest_validation import features
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TS = "2026-03-01T12:00:00.123456Z"
-
-
-def features(**update: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "amount": 12.5, "hour": 14, "distance_km": 3.2, "is_foreign": False,
-        "card_present": True, "merchant": "grocery", "txn_last_hour": 0,
-    }
-    base.update(update)
-    return base
 
 
 def event(**update: Any) -> dict[str, Any]:

@@ -40,19 +40,12 @@ from streamwise_predictor.service import (
     read_request,
 )
 
+from .test_ingest_validation import features
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 JSON, NDJSON = "application/json", "application/x-ndjson"
-
-
-def features(**update: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "amount": 12.5, "hour": 14, "distance_km": 3.2, "is_foreign": False,
-        "card_present": True, "merchant": "grocery", "txn_last_hour": 0,
-    }
-    base.update(update)
-    return base
 
 
 def slow_events(spec: AppSpec, body: bytes, content_type: str) -> tuple[list[str], list[tuple[bytes, bytes]]]:
