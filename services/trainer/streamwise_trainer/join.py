@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Example:
+class Example(NamedTuple):
+    """A labelled example, made once per event (a tuple: the cheapest object Python builds)."""
+
     id: str
     x: dict[str, Any]
     y: Any

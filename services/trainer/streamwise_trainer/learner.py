@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streamwise_core.appspec import AppSpec, Task
 from streamwise_core.inference import predict
@@ -14,9 +13,9 @@ from streamwise_core.retrain import BatchModel, build_estimator
 from .metrics import ProgressiveMetrics
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The prediction made for an example just before the model learned it."""
+class Outcome(NamedTuple):
+    """The prediction made for an example just before the model learned it (a tuple: made
+    once per example)."""
 
     y_true: Any
     y_pred: Any
