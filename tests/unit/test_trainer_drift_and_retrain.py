@@ -52,11 +52,18 @@ def test_adwin_fires_after_the_error_rate_jumps_and_not_before() -> None:
     assert 0.05 < found[0].error_after < 1 and found[0].action == "alert"
 
 
-def test_grace_reports_one_change_once() -> None:
+def _two_changes(grace: int) -> list[int]:
+    """Error rate 5 %, then 60 % from 3,000, then 5 % again from 4,000: two changes 1,000 apart."""
     rng = random.Random(2)
-    monitor = DriftMonitor(DriftSpec(grace=3000))
-    hits = [i for i in range(8000) if monitor.update(float(rng.random() < (0.05 if i < 3000 else 0.6)), i + 1, {})]
-    assert len(hits) == 1 and monitor.detected == 1
+    monitor = DriftMonitor(DriftSpec(grace=grace))
+    rates = [0.05 if i < 3000 else 0.6 if i < 4000 else 0.05 for i in range(8000)]
+    return [i for i, rate in enumerate(rates) if monitor.update(float(rng.random() < rate), i + 1, {})]
+
+
+def test_grace_keeps_a_detector_quiet_after_a_drift() -> None:
+    assert len(_two_changes(grace=100)) >= 2, "both changes are seen without a long grace"
+    hits = _two_changes(grace=3000)
+    assert len(hits) == 1 and 3000 < hits[0] < 3400
 
 
 def _with_drift(action: str) -> Trainer:
