@@ -221,13 +221,7 @@ class Registry(RosterRepository):
             version_from=entry.version_from, version_to=entry.version_to, reason=entry.reason,
             details=dict(entry.details),
         )
-        try:
-            with Session(self._engine) as session, session.begin():
-                session.add(row)
-                session.flush()
-                return row.id
-        except OperationalError as exc:
-            raise BackendUnavailable(f"registry: {exc.orig}") from exc
+        return self._insert(row)
 
     def audit(
         self, app: str, *, model: str | None = None, action: str | None = None, actor: str | None = None,

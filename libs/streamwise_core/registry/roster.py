@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..errors import BackendUnavailable
-from .tables import DriftRow, ModelRow
+from .tables import AuditRow, DriftRow, ModelRow
 
 CHAMPION, CHALLENGER, RETIRED = "champion", "challenger", "retired"
 
@@ -53,6 +53,16 @@ class RosterRepository:
     """Mixed into ``Registry``: the roster and drift rows, on its engine."""
 
     _engine: Engine
+
+    def _insert(self, row: ModelRow | DriftRow | AuditRow) -> int:
+        """Add ``row`` in its own transaction and return its new id."""
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.add(row)
+                session.flush()
+                return row.id
+        except OperationalError as exc:
+            raise BackendUnavailable(f"registry: {exc.orig}") from exc
 
     def add_model(self, entry: RosterEntry) -> None:
         row = ModelRow(
@@ -116,13 +126,7 @@ class RosterRepository:
             detected_at=entry.detected_at, offsets=dict(entry.offsets), detector=entry.detector,
             action=entry.action, details=dict(entry.details),
         )
-        try:
-            with Session(self._engine) as session, session.begin():
-                session.add(row)
-                session.flush()
-                return row.id
-        except OperationalError as exc:
-            raise BackendUnavailable(f"registry: {exc.orig}") from exc
+        return self._insert(row)
 
     def drifts(self, app: str, *, model: str | None = None, limit: int = 100) -> list[DriftEntry]:
         """Drifts newest first."""

@@ -23,6 +23,8 @@ from streamwise_core.appspec import Task
 from streamwise_core.inference import predict
 from streamwise_core.lifecycle.gate import SameExamples
 
+from .learner import prediction_error
+
 
 @dataclass
 class Anchor:
@@ -30,12 +32,6 @@ class Anchor:
     model: Any
     pairs: deque[tuple[float, float]] = field(default_factory=deque)
     """(learner's error, anchor's error) per sampled example, the newest last."""
-
-
-def _error(task: Task, y_true: Any, y_pred: Any) -> float:
-    if task is Task.REGRESSION:
-        return abs(float(y_true) - float(y_pred or 0.0))
-    return 0.0 if y_pred == y_true else 1.0
 
 
 class GateAnchors:
@@ -54,7 +50,7 @@ class GateAnchors:
             return
         for anchor in (self.current, self.next):
             if anchor is not None:
-                anchor.pairs.append((learner_error, _error(self.task, y, predict(anchor.model, self.task, x)[0])))
+                anchor.pairs.append((learner_error, prediction_error(self.task, y, predict(anchor.model, self.task, x)[0])))
                 if len(anchor.pairs) > self.window:
                     anchor.pairs.popleft()
         if self.next is not None and len(self.next.pairs) >= self.window:

@@ -22,11 +22,15 @@ class Outcome(NamedTuple):
     proba: dict[Any, float] | None
 
     def error(self, task: Task) -> float:
-        """0 or 1 for a classifier, the absolute error for a regressor (what drift detectors
-        watch and challengers are compared on)."""
-        if task is Task.REGRESSION:
-            return abs(float(self.y_true) - float(self.y_pred or 0.0))
-        return 0.0 if self.y_pred == self.y_true else 1.0
+        return prediction_error(task, self.y_true, self.y_pred)
+
+
+def prediction_error(task: Task, y_true: Any, y_pred: Any) -> float:
+    """0 or 1 for a classifier, the absolute error for a regressor: what drift detectors watch,
+    challengers are compared on, and the gate's anchors are scored with."""
+    if task is Task.REGRESSION:
+        return abs(float(y_true) - float(y_pred or 0.0))
+    return 0.0 if y_pred == y_true else 1.0
 
 
 class Learner(Protocol):

@@ -81,7 +81,10 @@ class TrainerCollector(Collector):
 
     @staticmethod
     def _model_of(runtime: Any) -> str:
-        try:
+        settings = getattr(runtime, "settings", None)
+        if settings is not None:
+            return str(settings.spec.model.name)
+        try:  # a runtime-like object that only reports its status
             return str(runtime.status().get("model", ""))
         except Exception:  # noqa: BLE001
             return ""
