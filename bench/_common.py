@@ -381,8 +381,9 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its children."""
-    return sum(sum(p.cpu_times()[:2]) for p in _tree(pid))
+    """CPU seconds (user + system) used so far by ``pid`` and its children, those running and
+    those that ended (the trainer serialises large models in short-lived forked children)."""
+    return sum(sum(p.cpu_times()[:4]) for p in _tree(pid))
 
 
 def rss_mb(pid: int) -> float:

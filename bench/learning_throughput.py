@@ -82,6 +82,10 @@ class Row:
     river_after: Pace
     loadavg: list[float]
     """1/5/15-minute load averages when the model's runs began."""
+    versions: int = 0
+    """Versions the trainer published while learning the events."""
+    forked: int = 0
+    """Of those, serialised in a forked child while learning went on."""
 
     @property
     def ratio(self) -> float:
@@ -134,9 +138,11 @@ async def fill_topic(bootstrap: str, topic: str, events: list) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        now = utcnow()
-        for e in events:
-            await producer.send(topic, EventReceived(id=e.id, features=e.features, label=e.label, timestamp=now).to_bytes(), key=e.id.encode())
+        for i, e in enumerate(events):
+            if i % 100 == 0:  # as ingest writes them: one received_at per request of 100
+                now = utcnow()
+            event = EventReceived(id=e.id, features=e.features, label=e.label, timestamp=utcnow(), received_at=now)
+            await producer.send(topic, event.to_bytes(), key=e.id.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -144,8 +150,9 @@ async def fill_topic(bootstrap: str, topic: str, events: list) -> None:
 
 def trainer_rate(
     model: str, events: list, broker: KafkaBroker, redis: RedisServer, work: Path, progress: Progress, trainer_env: dict[str, str],
-) -> tuple[Pace, float]:
-    """The trainer's pace from its first example learned to its last, and its CPU share then."""
+) -> tuple[Pace, float, dict]:
+    """The trainer's pace from its first example learned to its last, its CPU share then, and
+    its status at the end."""
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     spec_path = write_spec(model, work)
     topics = Topics.for_app(prefix, "fraud")
@@ -165,7 +172,8 @@ def trainer_rate(
         first: tuple[float, int, float] | None = None
         last_progress = (time.perf_counter(), -1)
         while True:
-            seen = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=30, headers={"X-API-Key": "dev-api-key"}).json()["examples_seen"]
+            status = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=30, headers={"X-API-Key": "dev-api-key"}).json()
+            seen = status["examples_seen"]
             now = time.perf_counter()
             progress.update(task, completed=seen)
             if seen != last_progress[1]:
@@ -178,7 +186,7 @@ def trainer_rate(
                 assert first is not None
                 cpu, wall = c.cpu_s(pid) - first[2], max(now - first[0], 1e-9)
                 learned = max(seen - first[1], 1)
-                return Pace(learned / wall, cpu / learned * 1e6), cpu / wall
+                return Pace(learned / wall, cpu / learned * 1e6), cpu / wall, status
             time.sleep(0.02)
     finally:
         suite.stop()
@@ -203,17 +211,17 @@ def main(
             for model in models.split(","):
                 loadavg = [round(x, 2) for x in os.getloadavg()]
                 before = river_limit(model, stream)
-                rate, share = trainer_rate(model, stream, broker, redis, work, progress, env)
+                rate, share, status = trainer_rate(model, stream, broker, redis, work, progress, env)
                 after = river_limit(model, stream)
                 river_eps = 2 / (1 / before.eps + 1 / after.eps)
                 rows.append(Row(
                     model, events, rate.eps, river_eps, rate.cpu_us, (before.cpu_us + after.cpu_us) / 2, share,
-                    before, after, loadavg,
+                    before, after, loadavg, status.get("version", 0), status.get("snapshots_forked", 0),
                 ))
     table = Table(title=f"Learning throughput ({events:,} labelled events; load average {os.getloadavg()[0]:.2f} at the end)")
     columns = (
         "model", "trainer ev/s", "river in-process (limit) ev/s", "river before / after", "ratio",
-        "trainer CPU µs/ev", "river CPU µs/ev", "cpu ratio", "trainer CPU share", "load at start",
+        "trainer CPU µs/ev", "river CPU µs/ev", "cpu ratio", "trainer CPU share", "versions (forked)", "load at start",
     )
     for col in columns:
         table.add_column(col, justify="right")
@@ -221,7 +229,7 @@ def main(
         table.add_row(
             r.model, f"{r.trainer_eps:,.0f}", f"{r.river_eps:,.0f}", f"{r.river_before.eps:,.0f} / {r.river_after.eps:,.0f}",
             f"{r.ratio:.2f}", f"{r.trainer_cpu_us:,.1f}", f"{r.river_cpu_us:,.1f}", f"{r.cpu_ratio:.2f}",
-            f"{r.trainer_cpu_share:.2f}", " ".join(f"{x:.2f}" for x in r.loadavg),
+            f"{r.trainer_cpu_share:.2f}", f"{r.versions} ({r.forked})", " ".join(f"{x:.2f}" for x in r.loadavg),
         )
     Console(width=200).print(table)
     out = ROOT / "bench" / "results" / f"learning_throughput{'-smoke' if smoke else ''}.json"

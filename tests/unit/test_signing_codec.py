@@ -271,3 +271,23 @@ def test_production_refuses_the_dev_signing_key_anywhere_in_the_list() -> None:
             signing_keys=SecretStr("prod:" + NEW.decode() + "," + DEV_SIGNING_KEY),
             api_keys=SecretStr("prod-api-key"),
         )
+
+
+def test_random_states_pickle_as_bytes_and_resume_the_same_sequence() -> None:
+    import pickle
+    import random
+
+    from streamwise_core.codec import dumps
+
+    rngs = [random.Random(seed) for seed in range(3)]
+    for rng in rngs:
+        rng.random()
+        rng.gauss(0, 1)  # leaves a gauss_next behind
+    blob = dumps({"rngs": rngs, "same": rngs[0]})
+    assert len(blob) < 0.75 * len(pickle.dumps(rngs, protocol=pickle.HIGHEST_PROTOCOL))
+    copy = pickle.loads(blob)
+    assert copy["rngs"][0] is copy["same"]  # shared objects stay shared
+    for original, restored in zip(rngs, copy["rngs"], strict=True):
+        assert type(restored) is random.Random
+        assert restored.getstate() == original.getstate()
+        assert [restored.gauss(0, 1), restored.random()] == [original.gauss(0, 1), original.random()]

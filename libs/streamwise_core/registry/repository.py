@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Integer, create_engine, func, select, update
+from sqlalchemy import Engine, Integer, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,21 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql"):
         # A hung database must fail a write in seconds, not hold the writer thread forever.
         connect_args = {"connect_timeout": 5, "options": "-c statement_timeout=5000"}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    """Write-ahead logging: readers (the web app, the CLI) no longer block the trainer's
+    writes, and a commit costs half as much (one sync per checkpoint of the log rather than
+    per transaction; SQLite is the local default, deployments use PostgreSQL). A power cut
+    may lose the last commits, not consistency; versions are recorded again from Redis at start."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def migrate(url: str) -> None:

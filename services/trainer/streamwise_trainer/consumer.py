@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.settings import KafkaSettings
 
-from .core import Record, position_key
+from .core import ConsumedRecord, position_key
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +78,16 @@ class BatchConsumer:
                 self._consumer.seek(tp, last + 1)
         log.info("consuming %s", ", ".join(position_key(tp.topic, tp.partition) for tp in sorted(partitions)))
 
-    async def next_batch(self, positions: Mapping[str, int], *, max_records: int, timeout_ms: int) -> list[Record]:
+    async def next_batch(
+        self, positions: Mapping[str, int], *, max_records: int, timeout_ms: int,
+    ) -> list[ConsumedRecord]:
         """The next records (at most ``max_records``), or none after ``timeout_ms``."""
         if time.monotonic() >= self._next_refresh:
             await self._assign_all(positions)
         fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return [
-            Record(m.topic, m.partition, m.offset, m.key, m.value)
-            for messages in fetched.values()
-            for m in messages
-        ]
+        if len(fetched) == 1:
+            return next(iter(fetched.values()))
+        return [m for messages in fetched.values() for m in messages]
 
     async def lag(self) -> dict[str, int]:
         """Records not yet consumed, per partition (end offset minus position)."""

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import pickle
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,8 +24,9 @@ from streamwise_core.registry import Lineage, Registry
 from streamwise_core.signing import Signer
 
 from .anchors import GateAnchors
+from . import forked
 from .consumer import BatchConsumer
-from .core import Record, Rejected, Snapshot, Trainer
+from .core import ConsumedRecord, Rejected, Snapshot, Trainer
 from .drift import Drift
 from .publisher import Publisher
 from .settings import TrainerSettings
@@ -59,8 +61,12 @@ class TrainerRuntime:
         self._last_publish = time.monotonic()
         self._last_checkpoint = float("-inf")  # the first version always carries one
         self._next_publish_at = 0.0
-        self._checkpoint_behind = False
         """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
+        self._checkpoint_behind = False
+        self._serialise_s = 0.0
+        """How long the last snapshot took to serialise (thread or child): above
+        ``snapshot_fork_above_ms``, the next one is serialised in a forked child."""
+        self.forked_snapshots = 0
         self._pending: Snapshot | None = None
         """A snapshot whose publication failed: it is retried as is, so version numbers have no
         gaps and a write that landed although its reply was lost is never contradicted."""
@@ -182,7 +188,7 @@ class TrainerRuntime:
         await self._store.close()
         self._started = False
 
-    async def learn(self, records: Iterable[Record]) -> list[Rejected]:
+    async def learn(self, records: Iterable[ConsumedRecord]) -> list[Rejected]:
         """``handle`` the records, letting the event loop run (web, timers) every few ms."""
         rejected = []
         async with self._state_lock:
@@ -196,7 +202,7 @@ class TrainerRuntime:
                     turn_ends = time.monotonic() + LOOP_TURN_S
         return rejected
 
-    def handle(self, records: Iterable[Record]) -> list[Rejected]:
+    def handle(self, records: Iterable[ConsumedRecord]) -> list[Rejected]:
         rejected = []
         for record in records:
             problem = self.trainer.handle(record)
@@ -261,15 +267,34 @@ class TrainerRuntime:
         return time.monotonic() >= self._retry_at
 
     async def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
-        """Serialise in a worker thread, so health checks and status reads are answered
-        meanwhile (a large forest takes seconds); learning waits for it."""
+        """Serialise off the event loop, so health checks and status reads are answered
+        meanwhile: a small model in a worker thread while learning waits; a large one (a tree
+        of MBs, a forest) in a forked child while learning goes on (see forked.py)."""
         s = self.settings
         checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
+        job = None
         async with self._state_lock:
             started = time.monotonic()
-            snapshot = await asyncio.to_thread(self.trainer.snapshot, self.signer, checkpoint=checkpoint)
-            cost = time.monotonic() - started
-        self._next_publish_at = started + cost / max(min(s.publish_busy_max, 1.0), 0.01)
+            meta = self.trainer.next_meta()
+            if forked.AVAILABLE and 0 <= s.snapshot_fork_above_ms < self._serialise_s * 1000:
+                trainer, signer = self.trainer, self.signer
+                try:
+                    job = forked.start(lambda: pickle.dumps(trainer.serialise(meta, signer, checkpoint=checkpoint)))
+                except OSError as exc:
+                    log.warning("cannot fork to serialise v%s, using a thread: %s", meta.version, exc)
+            if job is None:
+                snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
+        if job is not None:
+            try:
+                snapshot = pickle.loads(await asyncio.to_thread(forked.collect, job))  # noqa: S301 - our own child
+                self.forked_snapshots += 1
+            except forked.ChildFailed as exc:
+                log.warning("serialising v%s in a child failed, using a thread: %s", meta.version, exc)
+                async with self._state_lock:  # same version number, the state as it is now
+                    meta = self.trainer.next_meta(meta.version)
+                    snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
+        self._serialise_s = time.monotonic() - started
+        self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
         return snapshot
 
     async def checkpoint_now(self) -> None:
@@ -384,6 +409,7 @@ class TrainerRuntime:
             "learned_digest": self.trainer.state.learned_digest,
             "dead_letters": self.dead_letters,
             "publish_failures": self.publish_failures,
+            "snapshots_forked": self.forked_snapshots,
             "publish_pending": self._pending.meta.version if self._pending is not None else None,
             "registry_backlog": self._publisher.registry_backlog if self._publisher is not None else 0,
             "registry_failures": self._publisher.registry_failures if self._publisher is not None else 0,

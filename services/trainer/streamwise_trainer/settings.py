@@ -15,6 +15,9 @@ class TrainerSettings(Settings):
     publish_busy_max: float = 0.25
     """...but spend at most this share of the time serialising versions: a model that takes
     50 ms to pickle is published every 200 ms at most, one that takes 5 s every 20 s."""
+    snapshot_fork_above_ms: int = 20
+    """Serialise in a forked child, learning meanwhile, once a snapshot took longer than this
+    (a model of a few MB); below it a worker thread is cheaper than a fork. -1: never fork."""
     checkpoint_every_ms: int = 2000
     """Checkpoint the whole state with a version at most this often (and on shutdown); a
     restart replays what came after the last checkpoint, exactly once."""
