@@ -67,7 +67,7 @@ def test_the_child_sees_the_state_at_the_fork_not_what_is_learned_meanwhile() ->
 
 
 def test_the_runtime_forks_once_a_snapshot_is_slow_and_learns_meanwhile() -> None:
-    runtime = runtime_without_clients(publish_every_n=100, publish_every_ms=10**6, snapshot_fork_above_ms=0, publish_busy_max=1.0)
+    runtime = runtime_without_clients(publish_every_n=100, publish_every_ms=10**6, snapshot_fork_above_kb=0, publish_busy_max=1.0)
 
     async def go() -> None:
         for batch in range(6):
@@ -76,12 +76,12 @@ def test_the_runtime_forks_once_a_snapshot_is_slow_and_learns_meanwhile() -> Non
     asyncio.run(go())
     published = runtime._publisher.published  # type: ignore[union-attr]
     assert published == [1, 2, 3, 4, 5, 6]
-    assert runtime.forked_snapshots == 5  # the first one, timed in a thread, was not slow yet
+    assert runtime.forked_snapshots == 5  # the first one, of unknown size, in a thread
     assert runtime.trainer.unpublished == 0
 
 
 def test_the_runtime_serialises_in_a_thread_when_a_child_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    runtime = runtime_without_clients(publish_every_n=100, publish_every_ms=10**6, snapshot_fork_above_ms=0, publish_busy_max=1.0)
+    runtime = runtime_without_clients(publish_every_n=100, publish_every_ms=10**6, snapshot_fork_above_kb=0, publish_busy_max=1.0)
 
     collect = forked.collect
 
@@ -98,3 +98,25 @@ def test_the_runtime_serialises_in_a_thread_when_a_child_fails(monkeypatch: pyte
     asyncio.run(go())
     assert runtime._publisher.published == [1, 2, 3]  # type: ignore[union-attr]
     assert runtime.forked_snapshots == 0
+
+
+def test_small_snapshots_stay_in_a_thread_and_checkpoints_count_when_they_come() -> None:
+    runtime = runtime_without_clients(
+        publish_every_n=100, publish_every_ms=10**6, publish_busy_max=1.0, checkpoint_every_ms=10**6,
+    )
+    model_kb = 0
+
+    async def go() -> None:
+        nonlocal model_kb
+        await runtime.after_batch(runtime.handle(records(runtime, 100)))  # v1, with a checkpoint
+        model_kb = runtime._blob_sizes[0] // 1024
+        checkpoint_kb = runtime._blob_sizes[1] // 1024
+        assert checkpoint_kb > model_kb + 2
+        runtime.settings.snapshot_fork_above_kb = model_kb + 1  # a model alone stays below it
+        await runtime.after_batch(runtime.handle(records(runtime, 100, start=100)))
+        assert runtime.forked_snapshots == 0
+        await runtime.checkpoint_now()  # model and checkpoint: above it
+        assert runtime.forked_snapshots == 1
+
+    asyncio.run(go())
+    assert runtime._publisher.published_with_checkpoint == [(1, True), (2, False), (3, True)]  # type: ignore[union-attr]

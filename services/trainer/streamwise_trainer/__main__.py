@@ -21,6 +21,10 @@ def main() -> None:
     configure_logging(settings.log_level, "trainer", json=json_logs)
     signer = Signer(settings.signing_key_map)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     writer = writer_id()
     supervisor = Supervisor(settings, signer, writer)
 

@@ -63,9 +63,9 @@ class TrainerRuntime:
         self._next_publish_at = 0.0
         """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
         self._checkpoint_behind = False
-        self._serialise_s = 0.0
-        """How long the last snapshot took to serialise (thread or child): above
-        ``snapshot_fork_above_ms``, the next one is serialised in a forked child."""
+        self._blob_sizes = (0, 0)
+        """Bytes of the last model blob and of the last checkpoint: what decides whether the
+        next snapshot is serialised in a forked child (``snapshot_fork_above_kb``)."""
         self.forked_snapshots = 0
         self._pending: Snapshot | None = None
         """A snapshot whose publication failed: it is retried as is, so version numbers have no
@@ -276,7 +276,7 @@ class TrainerRuntime:
         async with self._state_lock:
             started = time.monotonic()
             meta = self.trainer.next_meta()
-            if forked.AVAILABLE and 0 <= s.snapshot_fork_above_ms < self._serialise_s * 1000:
+            if self._fork_worth_it(checkpoint):
                 trainer, signer = self.trainer, self.signer
                 try:
                     job = forked.start(lambda: pickle.dumps(trainer.serialise(meta, signer, checkpoint=checkpoint)))
@@ -293,9 +293,18 @@ class TrainerRuntime:
                 async with self._state_lock:  # same version number, the state as it is now
                     meta = self.trainer.next_meta(meta.version)
                     snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
-        self._serialise_s = time.monotonic() - started
-        self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
+        cost = time.monotonic() - started
+        self._next_publish_at = started + cost / max(min(s.publish_busy_max, 1.0), 0.01)
+        self._blob_sizes = (
+            len(snapshot.model.blob), len(snapshot.checkpoint.blob) if snapshot.checkpoint else self._blob_sizes[1],
+        )
         return snapshot
+
+    def _fork_worth_it(self, checkpoint: bool) -> bool:
+        """Sizes, not times, decide: they do not change with the host's load."""
+        limit = self.settings.snapshot_fork_above_kb
+        expected = self._blob_sizes[0] + (self._blob_sizes[1] if checkpoint else 0)
+        return forked.AVAILABLE and limit >= 0 and expected > limit * 1024
 
     async def checkpoint_now(self) -> None:
         """Publish what is new with a checkpoint, so a restart has nothing to replay."""

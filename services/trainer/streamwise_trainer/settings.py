@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from streamwise_core.settings import Settings
 
@@ -15,9 +16,11 @@ class TrainerSettings(Settings):
     publish_busy_max: float = 0.25
     """...but spend at most this share of the time serialising versions: a model that takes
     50 ms to pickle is published every 200 ms at most, one that takes 5 s every 20 s."""
-    snapshot_fork_above_ms: int = 20
-    """Serialise in a forked child, learning meanwhile, once a snapshot took longer than this
-    (a model of a few MB); below it a worker thread is cheaper than a fork. -1: never fork."""
+    snapshot_fork_above_kb: int = 1024
+    """Serialise in a forked child, learning meanwhile, when the last blobs of the model (and of
+    the checkpoint, if this version carries one) came to more than this: pickling a few MB
+    takes tens of ms, a fork of the trainer ~5-15 ms. Below it, a worker thread (learning
+    waits). -1: never fork."""
     checkpoint_every_ms: int = 2000
     """Checkpoint the whole state with a version at most this often (and on shutdown); a
     restart replays what came after the last checkpoint, exactly once."""
@@ -30,6 +33,9 @@ class TrainerSettings(Settings):
     """How many recently learned event ids are remembered to ignore redeliveries."""
     writer_lease_ms: int = 15_000
     """The single-writer lease in Redis lasts this long unless renewed (every third of it)."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """uvloop's event loop costs the trainer less per fetch, publication and status read than
+    asyncio's (as uvicorn picks it for the predictor and ingest)."""
     data_dir: Path = Path("var/trainer")
     """Where faust keeps its local files (nothing the trainer's state depends on)."""
     http_host: str = "127.0.0.1"
