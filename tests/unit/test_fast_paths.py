@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamwise_core.appspec import AppSpec, load_app_spec, parse_app_spec
 from streamwise_core.codec import ModelMeta
@@ -25,12 +27,14 @@ from streamwise_core.schema import to_model_input
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.parsing import parse_items
 from streamwise_ingest.validation import event_records, quick_event_records, validate_events
+from streamwise_predictor import service
 from streamwise_predictor.holder import ServedModel
 from streamwise_predictor.service import (
     BatchResponse,
     Checked,
     PredictionResponse,
     check_instances,
+    encode_answers,
     encode_prediction,
     encode_predictions,
     parse_batch,
@@ -39,6 +43,7 @@ from streamwise_predictor.service import (
     prediction_records,
     read_request,
 )
+from streamwise_predictor.shadow import ShadowScorer
 
 from .test_ingest_validation import features
 
@@ -182,3 +187,104 @@ def test_predictor_answers_and_records_are_the_models_encodings() -> None:
         answer = {"id": "x", "prediction": prediction, "probabilities": None}
         [(_, value)] = prediction_records([answer], "m", 1, made_at, shadow=shadow)
         assert value == PredictionMade(**answer, model="m", version=1, made_at=made_at, shadow=shadow).to_bytes()
+
+
+# --------------------------------------------------------------------------- predictor: records cut from one encoding
+
+_LABELS = st.one_of(
+    st.sampled_from(["prediction", "id", "probabilities", "model", "a", ""]),
+    st.text(max_size=12),  # quotes, backslashes, braces, control characters, non-BMP...
+    st.sampled_from(['},{"id":', ',"prediction":', '"', "\\", "\u2028", "zé"]),
+)
+_IDS = st.one_of(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,20}\Z"), st.uuids().map(lambda u: u.hex))
+_FINITE = st.floats(allow_nan=False, allow_infinity=False)
+_ANSWERS = st.lists(
+    st.tuples(
+        _IDS, st.one_of(st.booleans(), st.none(), _FINITE, _LABELS),
+        st.one_of(st.none(), st.dictionaries(st.one_of(st.sampled_from(["true", "false"]), _LABELS), _FINITE, max_size=4)),
+    ).map(lambda t: {"id": t[0], "prediction": t[1], "probabilities": t[2]}),  # predict_checked's key order
+    min_size=1, max_size=30,
+)
+
+
+def _made(answers: list[dict[str, Any]], model: str, version: int, made_at: datetime, shadow: bool) -> list[tuple[bytes, bytes]]:
+    return [
+        (a["id"].encode(), PredictionMade(**a, model=model, version=version, made_at=made_at, shadow=shadow).to_bytes())
+        for a in answers
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    answers=_ANSWERS, model=st.one_of(st.sampled_from(["fraud-lr", "m"]), st.text(max_size=8)),
+    version=st.integers(min_value=0, max_value=2**62), shadow=st.booleans(),
+    made_at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+)
+def test_records_cut_from_one_encoding_are_the_models_bytes(
+    answers: list[dict[str, Any]], model: str, version: int, shadow: bool, made_at: datetime,
+) -> None:
+    expected = _made(answers, model, version, made_at, shadow)
+    encoded = encode_answers(answers)
+    assert prediction_records(answers, model, version, made_at, shadow=shadow, encoded=encoded) == expected
+    assert prediction_records(answers, model, version, made_at, shadow=shadow) == expected
+    body = encode_predictions(answers, model, version, encoded=encoded)
+    assert body == encode_predictions(answers, model, version) == orjson.dumps({"model": model, "version": version, "predictions": answers})
+    # Keys in another order than predict_checked's are noticed (encoded one by one), not cut wrong:
+    for order in (("id", "probabilities", "prediction"), ("prediction", "id", "probabilities")):
+        shuffled = [{k: a[k] for k in order} for a in answers]
+        assert prediction_records(shuffled, model, version, made_at, shadow=shadow) == expected
+
+
+@pytest.mark.parametrize("labels", [("false", "true"), ("a", "b", "c"), ("prediction", "x"), ("x", "prediction"), ("id", '},{"id":')])
+def test_records_take_the_one_pass_whatever_the_labels(labels: tuple[str, ...], monkeypatch: Any) -> None:
+    """The cut is the path taken for predict_checked's answers (one-by-one encoding refused
+    here), labels named like the keys included."""
+    answers = [
+        {"id": f"p-{k}", "prediction": labels[k % len(labels)], "probabilities": {lab: 1 / (k + 2) for lab in labels}}
+        for k in range(7)
+    ] + [{"id": "q", "prediction": None, "probabilities": None}, {"id": "r", "prediction": 2.5, "probabilities": None}]
+    expected = _made(answers, "m", 3, NOW, False)
+    def refuse(*_: Any) -> None:
+        raise AssertionError("encoded one by one")
+
+    monkeypatch.setattr(service, "_records_one_by_one", refuse)
+    assert prediction_records(answers, "m", 3, NOW, encoded=encode_answers(answers)) == expected
+    assert prediction_records([], "m", 3, NOW) == []
+
+
+def test_shadow_records_are_the_models_bytes() -> None:
+    class Recorder:
+        records: list[tuple[bytes, bytes]] = []
+
+        def add(self, records: list[tuple[bytes, bytes]]) -> None:
+            self.records += records
+
+    model = build_model(SPEC)
+    for g in FraudStream(seed=5, drift_at=10**9).take(100):
+        model.learn_one(to_model_input(SPEC, g.features), g.label)
+    served = ServedModel(ModelMeta(app="fraud", model="tree", version=4, task="binary", examples_seen=100), model)
+    recorder = Recorder()
+    items = [Checked(f"s-{k}", to_model_input(SPEC, features(amount=k))) for k in range(5)]
+    scorer = ShadowScorer(SPEC, lambda: [served], recorder, sample=1.0)
+    assert scorer.score(items) == 5
+    made = [PredictionMade.model_validate_json(v) for _, v in recorder.records]
+    assert all(m.shadow and m.model == "tree" and m.version == 4 for m in made)
+    answers = predict_checked(SPEC, served, items)
+    assert recorder.records == _made(answers, "tree", 4, made[0].made_at, True)
+
+
+@pytest.mark.parametrize(("y", "proba"), [
+    (True, {False: 0.25, True: 0.75}), (None, None), (None, {}), (2.5, None), (float("nan"), None), (float("inf"), None),
+    ("a", {"a": float("nan"), "b": 0.5}), ("a", {"a": float("inf"), "b": float("-inf")}), (True, {True: 1e308, False: 1e308}),
+    (True, {True: 10**400, False: 0.0}), (True, {True: 10**300, False: 0.0}), (True, {True: "0.5", False: 0.5}),
+    (True, {True: "nan", False: 0.5}), (True, {True: "x", False: 0.5}), (True, {True: None, False: 0.5}),
+    (True, {True: 1, False: 0}), (1e308, {True: 1e308}), (-0.0, {"a": -0.0}), (True, {True: complex(1, 0)}),
+])
+def test_the_finite_check_gives_the_element_by_element_verdict(y: Any, proba: Any) -> None:
+    np = pytest.importorskip("numpy")
+    assert service._finite_answer(y, proba) == service._finite_values(y, proba)
+    if isinstance(y, float):
+        assert service._finite_answer(np.float64(y), proba) == service._finite_values(np.float64(y), proba)
+    if proba:
+        as_numpy = {k: np.float64(v) if isinstance(v, float) else v for k, v in proba.items()}
+        assert service._finite_answer(y, as_numpy) == service._finite_values(y, as_numpy)

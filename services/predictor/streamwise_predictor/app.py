@@ -27,6 +27,7 @@ from .service import (
     BatchResponse,
     PredictionResponse,
     batch_schema,
+    encode_answers,
     encode_prediction,
     encode_predictions,
     instance_schema,
@@ -116,10 +117,13 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             raise HTTPException(status_code=503, detail="no verified model loaded yet")
         return current
 
-    def record(request: Request, model: ServedModel, answers: list[Answer]) -> None:
+    def record(request: Request, model: ServedModel, answers: list[Answer], encoded: bytes | None = None) -> None:
         """Queue the predictions for their topic; written in the background (``RecordBuffer``),
-        so no answer waits for Kafka, and a broker that is down only loses records (logged)."""
-        request.app.state.recorder.add(prediction_records(answers, model.meta.model, model.meta.version, utcnow()))
+        so no answer waits for Kafka, and a broker that is down only loses records (logged).
+        ``encoded``: the answers' JSON (``encode_answers``) when the response has it already."""
+        request.app.state.recorder.add(
+            prediction_records(answers, model.meta.model, model.meta.version, utcnow(), encoded=encoded),
+        )
 
     @app.post("/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
     async def predict_one(request: Request) -> Response:
@@ -146,9 +150,12 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         answers = predict_checked(spec, model, items)
         metrics.predicted("batch", len(answers), time.perf_counter() - started)
-        record(request, model, answers)
+        encoded = encode_answers(answers)  # once, for the response and the records
+        record(request, model, answers, encoded)
         request.app.state.shadow.offer(items, answers)
-        return Response(encode_predictions(answers, model.meta.model, model.meta.version), media_type="application/json")
+        return Response(
+            encode_predictions(answers, model.meta.model, model.meta.version, encoded=encoded), media_type="application/json",
+        )
 
     @app.get("/v1/model", responses={503: {"model": Problem, "description": "No verified model loaded yet."}})
     async def current_model(request: Request) -> dict[str, object]:

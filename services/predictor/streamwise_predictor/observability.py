@@ -76,14 +76,20 @@ class PredictorMetrics:
         )
         for kind in KINDS:
             self.predictions.labels(model, kind)
+        self._by_kind: dict[str, tuple[Counter, Histogram]] = {}
+        """The labelled children ``predicted`` updates, looked up once per kind (``labels`` costs µs a call)."""
         for _, cls in (*REFUSAL_CLASSES, ("", "other")):
             self.refused.labels(model, cls)
         self.version.labels(model).set(0)
         self.swaps.labels(model)
 
     def predicted(self, kind: str, count: int, seconds: float) -> None:
-        self.predictions.labels(self.model, kind).inc(count)
-        self.predict_seconds.labels(self.model, kind).observe(seconds)
+        children = self._by_kind.get(kind)
+        if children is None:  # created on first use, as before: no empty histogram for a kind never served
+            children = self._by_kind[kind] = (self.predictions.labels(self.model, kind), self.predict_seconds.labels(self.model, kind))
+        predictions, predict_seconds = children
+        predictions.inc(count)
+        predict_seconds.observe(seconds)
 
     def swapped(self, served: ServedModel, now: float | None = None) -> None:
         now = time.time() if now is None else now

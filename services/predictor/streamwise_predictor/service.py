@@ -13,6 +13,7 @@ import math
 import re
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
@@ -175,22 +176,34 @@ def _read_single(spec: AppSpec, data: Any) -> list[Checked] | None:
 
 
 def _read_batch(spec: AppSpec, data: Any, max_batch: int) -> list[Checked] | None:
+    """``_read_one`` of each instance, with the per-instance lookups hoisted out of the loop
+    (the reader, the id pattern) and duplicate ids counted once at the end."""
     if type(data) is not dict or len(data) != 1 or type(items := data.get("instances")) is not list:
         return None
     if not 0 < len(items) <= max_batch:
         return None
+    read_input = model_input_reader(spec)
+    id_ok = _ID.fullmatch
+    keys = _INSTANCE_KEYS
     out = []
-    ids: set[str] = set()
+    ids = []
     for item in items:
-        one = _read_one(spec, item)
-        if one is None:
+        # A missing ``features`` reads as None, which the reader refuses like anything not a dict.
+        if type(item) is not dict or not item.keys() <= keys or (x := read_input(item.get("features"))) is None:
             return None
-        if one.id is not None:
-            if one.id in ids:
+        item_id = item.get("id")
+        if item_id is not None:
+            if type(item_id) is not str or id_ok(item_id) is None:
                 return None
-            ids.add(one.id)
-        out.append(one)
+            ids.append(item_id)
+        out.append(_checked((item_id, x)))
+    if len(set(ids)) != len(ids):
+        return None
     return out
+
+
+_checked = partial(tuple.__new__, Checked)
+"""``Checked(id, x)`` from a pair without NamedTuple's Python-level ``__new__``."""
 
 
 def check_instances(spec: AppSpec, instances: list[Instance]) -> None:
@@ -224,7 +237,9 @@ _PLAIN_VALUES = frozenset({bool, str, float, type(None)})
 
 def predict_checked(spec: AppSpec, served: ServedModel, items: list[Checked]) -> list[Answer]:
     """Predictions of one model version for all ``items``, as plain JSON-ready dicts; an
-    instance the model gives no finite answer for fails the request (``ValidationFailed``)."""
+    instance the model gives no finite answer for fails the request (``ValidationFailed``).
+    Each dict's keys are ``id``, ``prediction``, ``probabilities``, in that order
+    (``prediction_records`` relies on it)."""
     out = []
     unscorable = []
     model, task = served.model, spec.task
@@ -253,18 +268,71 @@ def encode_prediction(answer: Answer, model: str, version: int) -> bytes:
     return orjson.dumps({**answer, "model": model, "version": version})
 
 
-def encode_predictions(answers: list[Answer], model: str, version: int) -> bytes:
-    """The body of ``/v1/predict/batch``: ``BatchResponse`` as JSON."""
-    return orjson.dumps({"model": model, "version": version, "predictions": answers})
+def encode_answers(answers: list[Answer]) -> bytes:
+    """The JSON array of ``answers``, encoded once per request: both the body of
+    ``/v1/predict/batch`` (``encode_predictions``) and the records (``prediction_records``)
+    are cut from it."""
+    return orjson.dumps(answers)
+
+
+def encode_predictions(answers: list[Answer], model: str, version: int, *, encoded: bytes | None = None) -> bytes:
+    """The body of ``/v1/predict/batch``: ``BatchResponse`` as JSON, around ``encoded``
+    (``encode_answers(answers)``) when given. orjson writes no whitespace, so this is exactly
+    ``orjson.dumps({"model": model, "version": version, "predictions": answers})``."""
+    if encoded is None:
+        encoded = orjson.dumps(answers)
+    return b"".join((b'{"model":', orjson.dumps(model), b',"version":', orjson.dumps(version), b',"predictions":', encoded, b"}"))
+
+
+_RECORD_HEAD = b'{"schema_version":1,"kind":"prediction_made","id":'
+_ANSWERS_HEAD = b'[{"id":'
+_ANSWER_SEP = b'},{"id":'
+_PREDICTION_KEY = b'","prediction":'
+"""The end of an answer's id and its second key."""
 
 
 def prediction_records(
     answers: list[Answer], model: str, version: int, made_at: datetime, *, shadow: bool = False,
+    encoded: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` Kafka records of ``answers``: each value is the bytes of
-    ``PredictionMade(**answer, model=model, version=version, made_at=made_at, shadow=shadow).to_bytes()``
-    without building the model (``tests/unit/test_fast_paths.py`` holds them equal: a field
-    added to ``PredictionMade`` must be added here too)."""
+    """``(key, value)`` Kafka records of ``answers`` (``predict_checked``'s dicts): each value
+    is the bytes of ``PredictionMade(**answer, model=model, version=version, made_at=made_at,
+    shadow=shadow).to_bytes()`` without building the model (``tests/unit/test_fast_paths.py``
+    holds them equal: a field added to ``PredictionMade`` must be added here too).
+
+    All records of a request are cut from one encoding of the answers (``encoded``, the
+    request's ``encode_answers``, or made here): ``[{"id":…,"prediction":…,"probabilities":…},…]``.
+    What differs from answer to record is constant per request: a head before the id,
+    ``"model"`` and ``"version"`` between the id and the prediction, and ``"made_at"`` and
+    ``"shadow"`` at the end. A raw ``"`` is always a string's delimiter in JSON, so
+    ``},{"id":`` only appears between two answers, and ``","prediction":`` only where a
+    string is followed by the key ``prediction``: the id and the prediction of an answer in
+    ``predict_checked``'s order, and nowhere else (a label ``prediction`` in a probabilities
+    object follows a number). If it is not found exactly once per answer (keys in another
+    order), each record is encoded alone (``_records_one_by_one``), as before.
+    """
+    n = len(answers)
+    if n == 0:
+        return []
+    if encoded is None:
+        encoded = orjson.dumps(answers)
+    between = b"".join((b'","model":', orjson.dumps(model), b',"version":', orjson.dumps(version), b',"prediction":'))
+    inner = encoded[len(_ANSWERS_HEAD):-2]
+    moved = inner.replace(_PREDICTION_KEY, between)
+    # Exactly one ``","prediction":`` per answer (counted by the growth, without another pass):
+    if not encoded.startswith(_ANSWERS_HEAD) or len(moved) - len(inner) != n * (len(between) - len(_PREDICTION_KEY)):
+        return _records_one_by_one(answers, model, version, made_at, shadow)
+    pieces = moved.split(_ANSWER_SEP)
+    if len(pieces) != n:  # pragma: no cover - not for predict_checked's dicts (see above)
+        return _records_one_by_one(answers, model, version, made_at, shadow)
+    head = _RECORD_HEAD
+    tail = b"".join((b',"made_at":', orjson.dumps(made_at, option=orjson.OPT_UTC_Z), b',"shadow":true}' if shadow else b',"shadow":false}'))
+    return list(zip([a["id"].encode() for a in answers], [head + piece + tail for piece in pieces], strict=True))
+
+
+def _records_one_by_one(
+    answers: list[Answer], model: str, version: int, made_at: datetime, shadow: bool,
+) -> list[tuple[bytes, bytes]]:
     return [
         (a["id"].encode(), orjson.dumps({
             "schema_version": 1, "kind": "prediction_made", "id": a["id"], "model": model, "version": version,
@@ -275,7 +343,20 @@ def prediction_records(
 
 
 def _finite_answer(y: Any, proba: dict[Any, float] | None) -> bool:
-    """JSON has no NaN or Infinity: an answer holding one cannot be sent (nor is it one)."""
+    """JSON has no NaN or Infinity: an answer holding one cannot be sent (nor is it one).
+
+    ``math.fsum`` converts each value as ``float()`` does, and its result is finite only if
+    every value is (a NaN or an infinity makes it NaN, infinite or an error): one C call for
+    the usual answer, ``_finite_values`` for whatever it cannot sum."""
+    try:
+        if proba and not math.isfinite(math.fsum(proba.values())):
+            return False
+        return not isinstance(y, float) or math.isfinite(y)
+    except (TypeError, ValueError, OverflowError):  # not numbers, -inf + inf, a sum past the float range
+        return _finite_values(y, proba)
+
+
+def _finite_values(y: Any, proba: dict[Any, float] | None) -> bool:
     numbers = [y] if isinstance(y, float) else []
     numbers += list((proba or {}).values())
     try:

@@ -17,11 +17,11 @@ from typing import Protocol
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import PredictionMade, utcnow
+from streamwise_core.events import utcnow
 from streamwise_core.modelstore import ModelStore
 
 from .holder import ModelHolder, ServedModel
-from .service import Answer, Checked, predict_checked
+from .service import Answer, Checked, predict_checked, prediction_records
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
@@ -102,13 +102,8 @@ class ShadowScorer:
             except Exception as exc:  # noqa: BLE001 - a challenger that cannot answer is skipped
                 log.debug("shadow %s could not score: %r", served.meta.model, exc)
                 continue
-            self.recorder.add([
-                (a["id"].encode(), PredictionMade(
-                    id=a["id"], model=served.meta.model, version=served.meta.version, prediction=a["prediction"],
-                    probabilities=a["probabilities"], made_at=made_at, shadow=True,
-                ).to_bytes())
-                for a in answers
-            ])
+            # The bytes of ``PredictionMade(..., shadow=True).to_bytes()`` (tests/unit/test_fast_paths.py).
+            self.recorder.add(prediction_records(answers, served.meta.model, served.meta.version, made_at, shadow=True))
             made += len(answers)
         self.scored += made
         return made
