@@ -21,9 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import aiohttp
 import httpx
+import orjson
 import river
 
 from streamwise_core.appspec import AppSpec, ModelSpec, StepSpec, load_app_spec
@@ -281,16 +283,22 @@ class _Deadline:
         self.value = value
 
 
-Request = Callable[[httpx.AsyncClient, int, int], Awaitable[httpx.Response]]
-"""``request(client, worker, i)`` sends the i-th request of a worker (default: one prediction)."""
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+
+
+Request = Callable[[aiohttp.ClientSession, int, int], Awaitable[Reply]]
+"""``request(session, worker, i)`` sends the i-th request of a worker (default: one prediction)."""
 
 
 async def _worker(
     url: str, index: int, until: Any, features: Sequence[dict[str, Any]], out: LoadResult, request: Request | None = None,
 ) -> None:
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    # Plain HTTP: no TLS context, whose CA bundle takes ~0.1 s of blocked loop per client to load.
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, verify=not url.startswith("http:")) as client:
+    # aiohttp, not httpx: httpx spent ~1-4 ms of this process's CPU per request, so with the
+    # servers on the same 2 cores the load generator, not the server, set the pace.
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(base_url=url, timeout=aiohttp.ClientTimeout(total=30), connector=connector) as session:
         i = 0
         n = len(features)
         while True:
@@ -299,12 +307,14 @@ async def _worker(
                 return
             try:
                 if request is None:
-                    r = await client.post("/v1/predict", json={"id": f"w{index}-{i}", "features": features[(index * 7919 + i) % n]})
+                    body = orjson.dumps({"id": f"w{index}-{i}", "features": features[(index * 7919 + i) % n]})
+                    async with session.post("/v1/predict", data=body, headers=_JSON) as r:
+                        reply = Reply(r.status, await r.read())
                 else:
-                    r = await request(client, index, i)
-                status = r.status_code
-                version = r.json().get("version", -1) if status == 200 else -1
-            except (httpx.HTTPError, ValueError) as exc:
+                    reply = await request(session, index, i)
+                status = reply.status
+                version = orjson.loads(reply.body).get("version", -1) if status == 200 else -1
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 status, version = 0, -1
                 out.errors[type(exc).__name__] = out.errors.get(type(exc).__name__, 0) + 1
             out.t_send.append(started)
@@ -315,10 +325,18 @@ async def _worker(
             i += 1
 
 
+_JSON = {"content-type": "application/json"}
+
+
+async def post(session: aiohttp.ClientSession, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+    async with session.post(path, data=body, headers=headers) as r:
+        return Reply(r.status, await r.read())
+
+
 async def run_load(
     url: str, workers: int, until: Any, features: Sequence[dict[str, Any]], request: Request | None = None,
 ) -> LoadResult:
-    """``workers`` closed-loop clients (one ``httpx.AsyncClient`` and connection each) until
+    """``workers`` closed-loop clients (one ``aiohttp.ClientSession`` and connection each) until
     ``until`` (a ``time.monotonic()`` time, or anything with a ``.value`` that may change);
     each sends ``request`` (default: ``POST /v1/predict`` of one instance with an id)."""
     if isinstance(until, (int, float)):

@@ -238,11 +238,17 @@ async def pipeline(
 
         loadavg = [round(x, 2) for x in os.getloadavg()]
         names = ("ingest", "trainer", "predictor")
-        cpu_start = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
+        backing = {"kafka": infra.broker._process, "redis": infra.redis._process}  # noqa: SLF001 - pids to read CPU from
+
+        def cpu_now() -> dict[str, float]:
+            own = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
+            return own | {n: c.cpu_s(p.pid) for n, p in backing.items() if p is not None and p.pid is not None}
+
+        cpu_start = cpu_now()
         t0 = time.monotonic()
         run = await c.open_loop(send, len(bodies), per_s / max(len(b) for b in ids))
         t_input_end = max(run.done)
-        cpu_end = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
+        cpu_end = cpu_now()
         cpu_share = {n: (cpu_end[n] - cpu_start[n]) / (time.monotonic() - t0) for n in cpu_start}
         where = await read_offsets(infra.bootstrap, svc.topics.events, infra.partitions)
         last = {p: max(o for q, o in where.values() if q == p) for p in {q for q, _ in where.values()}}
@@ -307,6 +313,7 @@ async def pipeline(
         "request_ms": c.summary(request_ms),
         "send_late_ms": c.summary(run.late_ms),
         "trainer_learn_eps_during_input": learn_eps,
+        "trainer_cpu_us_per_event": cpu_share["trainer"] / learn_eps * 1e6 if learn_eps else math.nan,
         "backlog_at_input_end": acked - at_end["examples_seen"],
         "drain_s": t_drained - t_input_end,
         "versions_published": len(announced), "versions_served": len(served),
@@ -359,6 +366,7 @@ def report(runs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
             ["versions published / served; interval p50, ms",
              f"{r['versions_published']} / {r['versions_served']}; {c.fmt(r['publication_interval_ms']['p50'])}"],
             ["events never served (within the drain timeout)", str(r["unserved"])],
+            ["trainer CPU per event learned during the input, µs", c.fmt(r["trainer_cpu_us_per_event"])],
             ["CPU during the input, cores: " + " / ".join(r["cpu_share_during_input"]),
              " / ".join(f"{v:.2f}" for v in r["cpu_share_during_input"].values())],
             ["load average at the start (1/5/15 min)", " ".join(f"{x:.2f}" for x in r["loadavg_at_start"])],

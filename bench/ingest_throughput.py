@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
+import aiohttp
 import typer
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -73,8 +73,8 @@ def http_request(mode: str, groups: list[list[dict[str, Any]]]) -> _load.Request
         bodies, kind = [c.ndjson_body(g) for g in groups], "application/x-ndjson"
     headers = {**c.API_HEADERS, "content-type": kind}
 
-    async def request(client: httpx.AsyncClient, worker: int, i: int) -> httpx.Response:
-        return await client.post("/v1/events", content=bodies[(worker * 7 + i) % len(bodies)], headers=headers)
+    async def request(session: aiohttp.ClientSession, worker: int, i: int) -> _load.Reply:
+        return await _load.post(session, "/v1/events", bodies[(worker * 7 + i) % len(bodies)], headers)
 
     return request
 
@@ -96,12 +96,12 @@ def answered(write: Any, records: list[list[tuple[bytes, bytes]]]) -> _load.Requ
     """A request of the closed loop that writes one group and answers like ingest (202, or 503
     when Kafka fails or does not acknowledge within ``TIMEOUT_S``)."""
 
-    async def request(client: httpx.AsyncClient, worker: int, i: int) -> httpx.Response:
+    async def request(session: aiohttp.ClientSession, worker: int, i: int) -> _load.Reply:
         try:
             await write(records[(worker * 7 + i) % len(records)])
         except (KafkaError, BackendUnavailable, TimeoutError):
-            return httpx.Response(503)
-        return httpx.Response(202)
+            return _load.Reply(503, b"")
+        return _load.Reply(202, b"")
 
     return request
 

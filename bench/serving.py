@@ -7,7 +7,7 @@ the same model pickled to a file, ``predict_proba_one`` in a FastAPI route, star
 predictor's exact uvicorn command line. No schema checks, no model store or swaps, no
 predictions written to Kafka: what is left is HTTP, JSON and the model.
 
-Load: ``--workers`` closed-loop clients (``bench/_load.py``: one httpx client and connection
+Load: ``--workers`` closed-loop clients (``bench/_load.py``: one aiohttp client and connection
 each) in this process, first ``POST /v1/predict`` with one instance and an id, then
 ``POST /v1/predict/batch`` with ``--batch`` instances. Targets and modes are interleaved in
 rounds (predictor, bare, bare, predictor, ...) so that other load on the host weighs on both.
@@ -24,6 +24,7 @@ import pickle
 from pathlib import Path
 from typing import Annotated, Any
 
+import aiohttp
 import httpx
 import typer
 
@@ -48,8 +49,8 @@ def batch_request(features: list[dict[str, Any]], size: int, bodies: int = 64) -
     ]
     headers = {"content-type": "application/json"}
 
-    async def request(client: httpx.AsyncClient, worker: int, i: int) -> httpx.Response:
-        return await client.post("/v1/predict/batch", content=encoded[(worker * 7 + i) % bodies], headers=headers)
+    async def request(session: aiohttp.ClientSession, worker: int, i: int) -> _load.Reply:
+        return await _load.post(session, "/v1/predict/batch", encoded[(worker * 7 + i) % bodies], headers)
 
     return request
 
