@@ -34,6 +34,7 @@ import math
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import aiohttp
@@ -149,6 +150,15 @@ def covered_at(index: tuple[list[float], list[int]], offset: int) -> float:
     return times[k] if k < len(times) else math.inf
 
 
+def run_queue_s(pid: int) -> float:
+    """Seconds the main thread of ``pid`` has spent runnable but waiting for a CPU (Linux
+    schedstat; nan elsewhere): what tells a starved process from an idle one."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
 async def served_meta(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
     """The predictor's served version's meta, None before it serves one."""
     async with session.get(f"{url}/v1/model") as r:
@@ -244,11 +254,11 @@ async def pipeline(
             own = {n: c.cpu_s(svc.pid(n)) for n in names} | {"bench": time.process_time()}
             return own | {n: c.cpu_s(p.pid) for n, p in backing.items() if p is not None and p.pid is not None}
 
-        cpu_start = cpu_now()
+        cpu_start, waits_start = cpu_now(), run_queue_s(svc.pid("trainer"))
         t0 = time.monotonic()
         run = await c.open_loop(send, len(bodies), per_s / max(len(b) for b in ids))
         t_input_end = max(run.done)
-        cpu_end = cpu_now()
+        cpu_end, waits_end, t_cpu_end = cpu_now(), run_queue_s(svc.pid("trainer")), time.monotonic()
         cpu_share = {n: (cpu_end[n] - cpu_start[n]) / (time.monotonic() - t0) for n in cpu_start}
         where = await read_offsets(infra.bootstrap, svc.topics.events, infra.partitions)
         last = {p: max(o for q, o in where.values() if q == p) for p in {q for q, _ in where.values()}}
@@ -313,6 +323,7 @@ async def pipeline(
         "request_ms": c.summary(request_ms),
         "send_late_ms": c.summary(run.late_ms),
         "trainer_learn_eps_during_input": learn_eps,
+        "trainer_runnable_not_running_share": (waits_end - waits_start) / (t_cpu_end - t0),
         "trainer_cpu_us_per_event": cpu_share["trainer"] / learn_eps * 1e6 if learn_eps else math.nan,
         "backlog_at_input_end": acked - at_end["examples_seen"],
         "drain_s": t_drained - t_input_end,
@@ -367,6 +378,8 @@ def report(runs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
              f"{r['versions_published']} / {r['versions_served']}; {c.fmt(r['publication_interval_ms']['p50'])}"],
             ["events never served (within the drain timeout)", str(r["unserved"])],
             ["trainer CPU per event learned during the input, µs", c.fmt(r["trainer_cpu_us_per_event"])],
+            ["trainer's time ready to run but waiting for a CPU (share of the input window)",
+             f"{r['trainer_runnable_not_running_share']:.2f}"],
             ["CPU during the input, cores: " + " / ".join(r["cpu_share_during_input"]),
              " / ".join(f"{v:.2f}" for v in r["cpu_share_during_input"].values())],
             ["load average at the start (1/5/15 min)", " ".join(f"{x:.2f}" for x in r["loadavg_at_start"])],
