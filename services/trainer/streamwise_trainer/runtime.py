@@ -23,8 +23,8 @@ from streamwise_core.lifecycle import GateDecision, decide
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.signing import Signer
 
-from .anchors import GateAnchors
 from . import forked
+from .anchors import GateAnchors
 from .consumer import BatchConsumer
 from .core import ConsumedRecord, Rejected, Snapshot, Trainer
 from .drift import Drift
