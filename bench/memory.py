@@ -49,7 +49,9 @@ class Visitor:
         self.pages = 0
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(10, read=None)) as client:
+        # Signed in with the development API key: since the web app has accounts, an anonymous
+        # visitor only got the sign-in page and a 401 from the live stream.
+        async with httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(10, read=None), headers=c.API_HEADERS) as client:
             await asyncio.gather(self._live(client), self._history(client))
 
     async def _live(self, client: httpx.AsyncClient) -> None:

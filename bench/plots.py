@@ -7,7 +7,8 @@ One figure per benchmark whose results exist (the others are skipped and named):
 ``freshness.png`` (distribution and CDF, with the baselines), ``freshness_timeline.png``
 (input, learning and freshness over time), ``serving.png`` and ``ingest_throughput.png``
 (throughput and p99 latency per second, ours against the baseline, in every mode),
-``memory.png`` (RSS of each process over time, and the stream learned).
+``memory.png`` (RSS of each process over time, and the stream learned),
+``learning_throughput.png`` (each model's ratios to river's loop, beside the targets).
 """
 
 from __future__ import annotations
@@ -156,6 +157,34 @@ def memory(data: dict[str, Any], out: Path) -> list[Path]:
     return [path]
 
 
+LEARNING_TARGETS = {"linear": 0.5, "hoeffding": 0.8}
+"""The issue's targets per model (the forest has none)."""
+
+
+def learning(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    models = [r["model"] for r in rows]
+    xs = range(len(rows))
+    wall = ax.bar([x - 0.2 for x in xs], [r["ratio"] for r in rows], 0.4, color=COLORS["ours"], label="events/s ratio (wall clock)")
+    cpu = ax.bar([x + 0.2 for x in xs], [r["cpu_ratio"] for r in rows], 0.4, color="tab:cyan", label="CPU ratio")
+    ax.bar_label(wall, fmt="%.2f", fontsize=8)
+    ax.bar_label(cpu, fmt="%.2f", fontsize=8)
+    for x, model in enumerate(models):
+        if model in LEARNING_TARGETS:
+            ax.hlines(LEARNING_TARGETS[model], x - 0.45, x + 0.45, colors="tab:red", linestyles="dashed",
+                      label="target" if x == 0 else None)
+    ax.set_xticks(list(xs), [f"{r['model']}\n{r['trainer_eps']:,.0f} vs {r['river_eps']:,.0f} ev/s" for r in rows], fontsize=8)
+    ax.set_ylabel("trainer service / river's in-process loop")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="upper left")
+    stamp(fig, rows[0], f"Learning throughput ({rows[0]['events']:,} labelled events per model)")
+    fig.tight_layout()
+    path = out / "learning_throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def main(
     smoke: Annotated[bool, typer.Option(help="Plot the smoke runs' results instead of the full ones")] = False,
     out: Annotated[Path, typer.Option(help="Where the PNGs go")] = ROOT / "docs" / "img",
@@ -167,6 +196,7 @@ def main(
         "serving": lambda d, o: ab(d, o, "serving", "predictor", "bare", "predictions/s", "Serving: predictor vs bare endpoint"),
         "ingest_throughput": lambda d, o: ab(d, o, "ingest_throughput", "ingest", "raw", "events/s", "Ingest vs raw Kafka producer"),
         "memory": memory,
+        "learning_throughput": learning,
     }
     for name, draw in drawers.items():
         data = load(name, smoke)
