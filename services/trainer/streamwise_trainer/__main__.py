@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import faust
 
@@ -34,6 +35,9 @@ def main() -> None:
 
     asyncio.run(prepare())
     app = create_app(settings, supervisor)
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
     # Logging is ours (JSON or text, as configured); with JSON logs the banner is left out too.
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), override_logging=False, quiet=json_logs)
     worker.spinner = None  # it writes terminal escapes to stdout, a terminal or not

@@ -36,6 +36,9 @@ class TrainerSettings(Settings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """uvloop's event loop costs the trainer less per fetch, publication and status read than
     asyncio's (as uvicorn picks it for the predictor and ingest)."""
+    gc_freeze: bool = True
+    """Move everything alive once started (imports, faust, the restored state) out of the garbage
+    collector's reach, so its full passes only walk what learning created since."""
     data_dir: Path = Path("var/trainer")
     """Where faust keeps its local files (nothing the trainer's state depends on)."""
     http_host: str = "127.0.0.1"
