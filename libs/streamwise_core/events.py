@@ -162,16 +162,27 @@ def _plain_label(label: Any) -> bool:
     return kind is bool or kind is str or (kind is float and -_EXACT_INT < label < _EXACT_INT)
 
 
+def _plain_envelope(raw: Any, keys: frozenset[str], kind: str) -> str | None:
+    """The id of a record whose envelope (keys, kind, schema version, id, timestamps) is
+    exactly what ``to_bytes`` writes; ``None`` for anything else."""
+    if (
+        type(raw) is dict and raw.keys() <= keys and raw.get("kind") == kind
+        and type(raw.get("schema_version")) is int and raw["schema_version"] == 1
+        and type(record_id := raw.get("id")) is str
+        and _plain_datetime(raw.get("timestamp")) and _plain_datetime(raw.get("received_at"))
+    ):
+        return record_id
+    return None
+
+
 def event_fields(data: bytes) -> tuple[str, Features, Label | None]:
     """``(id, features, label)`` of the ``EventReceived`` in ``data``: exactly what
     ``EventReceived.from_bytes(data)`` holds, or its ``ValidationError``."""
     raw = _loads(data)
     if (
-        type(raw) is dict and raw.keys() <= _EVENT_KEYS and raw.get("kind") == "event_received"
-        and type(raw.get("schema_version")) is int and raw["schema_version"] == 1
-        and type(event_id := raw.get("id")) is str and _plain_features(features := raw.get("features"))
+        (event_id := _plain_envelope(raw, _EVENT_KEYS, "event_received")) is not None
+        and _plain_features(features := raw.get("features"))
         and ((label := raw.get("label")) is None or _plain_label(label))
-        and _plain_datetime(raw.get("timestamp")) and _plain_datetime(raw.get("received_at"))
     ):
         return event_id, features, label
     event = EventReceived.from_bytes(data)
@@ -183,11 +194,8 @@ def label_fields(data: bytes) -> tuple[str, Label]:
     ``LabelReceived.from_bytes(data)`` holds, or its ``ValidationError``."""
     raw = _loads(data)
     if (
-        type(raw) is dict and raw.keys() <= _LABEL_KEYS and raw.get("kind") == "label_received"
-        and type(raw.get("schema_version")) is int and raw["schema_version"] == 1
-        and type(event_id := raw.get("id")) is str and _plain_label(label := raw.get("label"))
-        and type(raw.get("source", "")) is str
-        and _plain_datetime(raw.get("timestamp")) and _plain_datetime(raw.get("received_at"))
+        (event_id := _plain_envelope(raw, _LABEL_KEYS, "label_received")) is not None
+        and _plain_label(label := raw.get("label")) and type(raw.get("source", "")) is str
     ):
         return event_id, label
     event = LabelReceived.from_bytes(data)
