@@ -21,7 +21,9 @@ async def send_batches(
     """Hand ``(key, value)`` records to the producer as one record batch per partition.
 
     Partitions are chosen by key with Kafka's default (murmur2) partitioner, as ``send()``
-    would; whole batches save most of the producer's per-record cost. Returns the delivery
+    would; whole batches save most of the producer's per-record cost. Each batch is closed
+    before it is handed over (``BatchBuilder.close``): aiokafka holds an open batch for
+    ``linger_ms`` in case ``send()`` adds to it, and ours are complete. Returns the delivery
     futures (one per batch), which the caller awaits or watches.
     """
     partitions = sorted(await producer.partitions_for(topic))
@@ -39,6 +41,7 @@ async def send_batches(
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)  # a first record always fits
+        batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
 

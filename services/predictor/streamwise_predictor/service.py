@@ -309,11 +309,13 @@ def prediction_records(
     string is followed by the key ``prediction``: the id and the prediction of an answer in
     ``predict_checked``'s order, and nowhere else (a label ``prediction`` in a probabilities
     object follows a number). If it is not found exactly once per answer (keys in another
-    order), each record is encoded alone (``_records_one_by_one``), as before.
+    order), each record is encoded alone (``_records_one_by_one``), as before; so is a single answer.
     """
     n = len(answers)
     if n == 0:
         return []
+    if n == 1:  # a single answer (``/v1/predict``) is cheaper encoded alone than cut: ~2.7 against ~6 µs
+        return _records_one_by_one(answers, model, version, made_at, shadow)
     if encoded is None:
         encoded = orjson.dumps(answers)
     between = b"".join((b'","model":', orjson.dumps(model), b',"version":', orjson.dumps(version), b',"prediction":'))

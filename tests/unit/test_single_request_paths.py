@@ -1,0 +1,210 @@
+"""What the single-request speedups must not change: the API key check (one dependency, the
+same OpenAPI security scheme, the same answers), ingest's batches (closed, the same records and
+partitions as ``send_batches``) and a single prediction's record (the model's bytes)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from streamwise_core.events import PredictionMade
+from streamwise_core.http import API_KEY_HEADER, ApiKeyCheck
+from aiokafka.partitioner import DefaultPartitioner
+
+from streamwise_core.kafka import send_batches
+from streamwise_ingest import sink as ingest_sink
+from streamwise_ingest.app import create_app as create_ingest
+from streamwise_ingest.settings import IngestSettings
+from streamwise_predictor import service
+from streamwise_predictor.service import prediction_records
+
+PARTITIONER = DefaultPartitioner()
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
+NOW = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+EVENT = b'{"id":"e-1","features":{"amount":12.5,"hour":3,"distance_km":1.5,"is_foreign":false,"card_present":true,"merchant":"grocery","txn_last_hour":0}}'
+
+
+# --------------------------------------------------------------------------- the API key check
+
+
+def _ingest(keys: str = "k-one,k-two") -> FastAPI:
+    app = create_ingest(IngestSettings(app_spec=APP_SPEC, api_keys=keys, log_level="WARNING"))
+
+    class Sink:
+        async def write(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+            pass
+
+    app.state.sink = Sink()
+    return app
+
+
+async def _call(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], body: bytes = EVENT, *, read: bool = True) -> tuple[int, bytes, list[Any]]:
+    """One request through the ASGI app; with ``read`` False, reading the body fails the test."""
+
+    async def receive() -> dict[str, Any]:
+        assert read, "the body was read"
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+    }
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), sent[0]["headers"]
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/labels"])
+async def test_write_routes_solve_one_dependency_the_key_check(path: str) -> None:
+    [route] = [r for r in _ingest().routes if isinstance(r, APIRoute) and r.path == path]
+    [check] = route.dependant.dependencies
+    assert isinstance(check.call, ApiKeyCheck)
+    assert check.dependencies == []  # the header is read by the check itself, not by a dependency of it
+
+
+async def test_the_openapi_security_scheme_is_unchanged() -> None:
+    doc = _ingest().openapi()
+    assert doc["components"]["securitySchemes"] == {"APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    for path in ("/v1/events", "/v1/labels"):
+        assert doc["paths"][path]["post"]["security"] == [{"APIKeyHeader": []}]
+        assert [p for p in doc["paths"][path]["post"].get("parameters", []) if p["in"] == "header"] == []
+
+
+@pytest.mark.parametrize("headers", [[], [(b"x-api-key", b"")], [(b"x-api-key", b"k-three")], [(b"x-api-key", b"k-one ")],
+                                     [(b"authorization", b"k-one")]])
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/labels"])
+async def test_a_missing_or_wrong_key_is_refused_before_the_body_is_read(headers: list[tuple[bytes, bytes]], path: str) -> None:
+    status, body, sent_headers = await _call(_ingest(), path, headers, read=False)
+    assert (status, body) == (401, b'{"detail":"missing or invalid X-API-Key"}')
+    assert b"www-authenticate" not in dict(sent_headers)
+
+
+@pytest.mark.parametrize("key", [b"k-one", b"k-two"])
+async def test_every_configured_key_is_admitted(key: bytes) -> None:
+    status, body, _ = await _call(_ingest(), "/v1/events", [(b"x-api-key", key)])
+    assert (status, body) == (202, b'{"accepted":1,"ids":["e-1"]}')
+
+
+async def test_the_check_as_a_plain_dependency() -> None:
+    app = FastAPI()
+    from fastapi import Depends
+
+    @app.post("/w", dependencies=[Depends(ApiKeyCheck(["s3cret"]))])
+    async def write(request: Request) -> Response:
+        return Response(b"ok")
+
+    assert (await _call(app, "/w", [(API_KEY_HEADER.lower().encode(), b"s3cret")]))[:2] == (200, b"ok")
+    assert (await _call(app, "/w", [(API_KEY_HEADER.lower().encode(), b"s3cre")], read=False))[0] == 401
+
+
+# --------------------------------------------------------------------------- ingest: closed batches
+
+
+class FakeBatch:
+    """A batch as aiokafka's ``BatchBuilder`` behaves: ``append`` gives ``None`` once full
+    (and closes it), ``close`` stops further appends."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes, bytes]] = []
+        self._closed = False
+
+    def append(self, *, key: bytes, value: bytes, timestamp: float | None) -> object | None:
+        assert timestamp is None  # the broker-side default: the time of the append
+        if self._closed or len(self.records) >= self.capacity:
+            self._closed = True
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def closed(self) -> bool:
+        return self._closed
+
+
+class FakeProducer:
+    def __init__(self, partitions: int, capacity: int) -> None:
+        self.partitions = partitions
+        self.capacity = capacity
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes]], bool]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[object]:
+        self.sent.append((topic, partition, list(batch.records), batch.closed()))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("capacity", [1, 4, 1000])
+@pytest.mark.parametrize("n", [1, 9])
+async def test_batches_are_handed_over_closed_with_every_record_in_order(partitions: int, capacity: int, n: int) -> None:
+    records = [(f"id-{k}".encode(), f'{{"k":{k}}}'.encode()) for k in range(n)]
+    producer = FakeProducer(partitions, capacity)
+    futures = await send_batches(producer, "t", records)  # type: ignore[arg-type]
+    assert len(futures) == len(producer.sent)
+    assert all(closed for *_, closed in producer.sent)  # closed: aiokafka sends it without lingering
+    assert all(len(batch) <= capacity for _, _, batch, _ in producer.sent)
+    for partition in range(partitions):  # every record once, in its partition, in the order given
+        sent = [r for _, p, batch, _ in producer.sent if p == partition for r in batch]
+        expected = [r for r in records if partitions == 1 or PARTITIONER(r[0], list(range(partitions)), list(range(partitions))) == partition]
+        assert sent == expected
+
+
+async def test_the_sink_writes_closed_batches() -> None:
+    producer = FakeProducer(1, 1000)
+    sink = ingest_sink.KafkaSink(producer, timeout_s=5)  # type: ignore[arg-type]
+    await asyncio.gather(sink.write("t", [(b"a", b"1")]), sink.write("t", [(b"b", b"2"), (b"c", b"3")]))
+    assert [r for *_, records, _ in producer.sent for r in records] == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
+    assert all(closed for *_, closed in producer.sent)
+
+
+# --------------------------------------------------------------------------- predictor: one record
+
+
+@pytest.mark.parametrize("answer", [
+    {"id": "s-1", "prediction": False, "probabilities": {"false": 0.93, "true": 0.07}},
+    {"id": "0f" * 16, "prediction": "x\"y", "probabilities": {"prediction": 1.0}},
+    {"id": "a", "prediction": None, "probabilities": None},
+    {"id": "b", "prediction": 2.5, "probabilities": None},
+])
+@pytest.mark.parametrize("shadow", [False, True])
+def test_a_single_answer_is_encoded_alone_as_the_model_would(answer: dict[str, Any], shadow: bool, monkeypatch: Any) -> None:
+    alone: list[int] = []
+    one_by_one = service._records_one_by_one
+
+    def counted(answers: list[dict[str, Any]], *args: Any) -> list[tuple[bytes, bytes]]:
+        alone.append(len(answers))
+        return one_by_one(answers, *args)
+
+    monkeypatch.setattr(service, "_records_one_by_one", counted)
+    expected = [(answer["id"].encode(), PredictionMade(**answer, model="fraud-lr", version=7, made_at=NOW, shadow=shadow).to_bytes())]
+    assert prediction_records([answer], "fraud-lr", 7, NOW, shadow=shadow) == expected
+    assert alone == [1]
+    two = [answer, {**answer, "id": "other"}]
+    assert prediction_records(two, "fraud-lr", 7, NOW, shadow=shadow) == [
+        *expected, (b"other", PredictionMade(**two[1], model="fraud-lr", version=7, made_at=NOW, shadow=shadow).to_bytes()),
+    ]
+    assert alone == [1]  # two answers are cut from one encoding
