@@ -82,3 +82,36 @@ def test_regression_metrics_match_river() -> None:
     assert snap["mae"] == pytest.approx(mae.get())
     assert snap["rmse"] == pytest.approx(rmse.get())
     assert snap["mae_recent"] == pytest.approx(mae_recent.get())
+
+
+def test_the_recent_window_histogram_follows_the_window_as_it_fills_and_slides() -> None:
+    stream = binary_stream(1300, 4)
+    ours = ProgressiveMetrics(Task.BINARY, window=500)
+    loss_recent = utils.Rolling(rm.LogLoss(), window_size=500)
+    truth, scores = [y for y, _ in stream], [p[True] for _, p in stream]
+    for i, (y, proba) in enumerate(stream, start=1):
+        ours.update(y, max(proba, key=proba.get), proba)
+        loss_recent.update(y, proba)
+        if i in (1, 2, 499, 500, 501, 999, 1000, 1300):
+            snap = ours.snapshot()
+            window = slice(max(i - 500, 0), i)
+            expected = roc_auc_score(truth[window], scores[window]) if len(set(truth[window])) == 2 else 0.5
+            assert snap["roc_auc_recent"] == pytest.approx(expected, abs=2e-3), i
+            assert snap["log_loss_recent"] == pytest.approx(loss_recent.get()), i
+
+
+def test_metrics_checkpointed_before_the_recent_histogram_existed_restore_it() -> None:
+    import pickle
+
+    ours = ProgressiveMetrics(Task.BINARY, window=200)
+    for y, proba in binary_stream(700, 5):
+        ours.update(y, max(proba, key=proba.get), proba)
+    expected = ours.snapshot()
+    old = pickle.loads(pickle.dumps(ours))
+    del old.__dict__["_recent_bins"]  # the state as an older trainer pickled it
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.snapshot() == expected
+    y, proba = binary_stream(1, 6)[0]
+    restored.update(y, max(proba, key=proba.get), proba)
+    ours.update(y, max(proba, key=proba.get), proba)
+    assert restored.snapshot() == ours.snapshot()

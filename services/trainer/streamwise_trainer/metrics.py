@@ -1,8 +1,9 @@
 """Progressive-validation metrics per task: all-time and over a recent window.
 
 Every example costs O(1): all-time figures are running sums (ROC AUC from a fine histogram
-of scores), the recent window is a bounded deque of per-example outcomes, and both are only
-summarised when a snapshot is taken. River's metric objects cost more per example than the
+of scores), the recent window is a bounded deque of per-example outcomes (and, for ROC AUC, a
+histogram kept in step with it), and both are only summarised when a snapshot is taken, with
+sums that run in C: every version published and every status read takes one. River's metric objects cost more per example than the
 model being scored (a ROC AUC updates ten confusion matrices; a rolling metric reverts one),
 which mattered in the trainer's hot loop.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
+from itertools import accumulate, starmap
+from operator import eq, itemgetter, mul
 from typing import Any
 
 from streamwise_core.appspec import RECENT_WINDOW, Task
@@ -22,16 +25,13 @@ _EPS = 1e-15
 
 
 def _auc(positives: list[int], negatives: list[int]) -> float:
-    """Area under the ROC curve from per-bin counts of positive and negative scores."""
+    """Area under the ROC curve from per-bin counts of positive and negative scores: each
+    positive beats the negatives of lower bins and ties (half) those of its own."""
     total_pos, total_neg = sum(positives), sum(negatives)
     if not total_pos or not total_neg:
         return 0.5
-    pairs = 0.0
-    negatives_below = 0
-    for pos, neg in zip(positives, negatives, strict=True):
-        if pos:
-            pairs += pos * (negatives_below + 0.5 * neg)
-        negatives_below += neg
+    below = accumulate(negatives, initial=0)  # negatives in the bins before each bin
+    pairs = sum(map(mul, positives, below)) + 0.5 * sum(map(mul, positives, negatives))
     return pairs / (total_pos * total_neg)
 
 
@@ -78,6 +78,20 @@ class ProgressiveMetrics:
         self._pos_bins = [0] * AUC_BINS if task is Task.BINARY else []
         self._neg_bins = [0] * AUC_BINS if task is Task.BINARY else []
         self._pairs: dict[tuple[Any, Any], int] = {}
+        self._recent_bins = self._bins_of_recent()
+        """Positive and negative score histograms of the recent window (binary)."""
+
+    def _bins_of_recent(self) -> tuple[list[int], list[int]]:
+        pos, neg = [0] * AUC_BINS, [0] * AUC_BINS
+        if self.task is Task.BINARY:
+            for _, _, positive, score_bin in self._recent:
+                (pos if positive else neg)[score_bin] += 1
+        return pos, neg
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_recent_bins" not in state:  # checkpointed before the window kept its histogram
+            self._recent_bins = self._bins_of_recent()
 
     def update(self, y_true: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
         """Score one prediction made before learning ``y_true``; no prediction scores nothing."""
@@ -90,10 +104,16 @@ class ProgressiveMetrics:
                 correct = y_pred == y_true
                 loss = _log_loss(bool(y_true), p_true)
                 score_bin = _score_bin(p_true)
+                positive = bool(y_true)
                 self._correct += correct
                 self._loss_sum += loss
-                (self._pos_bins if y_true else self._neg_bins)[score_bin] += 1
-                self._recent.append((correct, loss, bool(y_true), score_bin))
+                (self._pos_bins if positive else self._neg_bins)[score_bin] += 1
+                recent, (recent_pos, recent_neg) = self._recent, self._recent_bins
+                if len(recent) == recent.maxlen:
+                    _, _, was_positive, old_bin = recent[0]
+                    (recent_pos if was_positive else recent_neg)[old_bin] -= 1
+                recent.append((correct, loss, positive, score_bin))
+                (recent_pos if positive else recent_neg)[score_bin] += 1
             case Task.MULTICLASS:
                 self._correct += y_pred == y_true
                 self._pairs[(y_true, y_pred)] = self._pairs.get((y_true, y_pred), 0) + 1
@@ -109,22 +129,19 @@ class ProgressiveMetrics:
         k = len(recent)
         match self.task:
             case Task.BINARY:
-                pos, neg = [0] * AUC_BINS, [0] * AUC_BINS
-                for _, _, positive, score_bin in recent:
-                    (pos if positive else neg)[score_bin] += 1
                 return {
                     "accuracy": self._correct / n if n else 0.0,
                     "log_loss": self._loss_sum / n if n else 0.0,
                     "roc_auc": _auc(self._pos_bins, self._neg_bins),
-                    "accuracy_recent": sum(r[0] for r in recent) / k if k else 0.0,
-                    "log_loss_recent": sum(r[1] for r in recent) / k if k else 0.0,
-                    "roc_auc_recent": _auc(pos, neg),
+                    "accuracy_recent": sum(map(itemgetter(0), recent)) / k if k else 0.0,
+                    "log_loss_recent": sum(map(itemgetter(1), recent)) / k if k else 0.0,
+                    "roc_auc_recent": _auc(*self._recent_bins),
                 }
             case Task.MULTICLASS:
                 return {
                     "accuracy": self._correct / n if n else 0.0,
                     "macro_f1": _macro_f1(self._pairs),
-                    "accuracy_recent": sum(t == p for t, p in recent) / k if k else 0.0,
+                    "accuracy_recent": sum(starmap(eq, recent)) / k if k else 0.0,
                     "macro_f1_recent": _macro_f1(Counter(recent)),
                 }
             case Task.REGRESSION:
