@@ -38,12 +38,20 @@ def test_reader_agrees_with_feature_errors(features: dict[str, Any]) -> None:
     if feature_errors(SPEC, features):
         assert read is None
     else:
-        assert read == to_model_input(SPEC, features)
+        assert_same_input(read, to_model_input(SPEC, features))
+
+
+def assert_same_input(read: dict[str, Any] | None, expected: dict[str, Any]) -> None:
+    """Equal, and alike in key order and value types (``1 == 1.0 == True`` would hide them)."""
+    assert read is not None
+    assert list(read.items()) == list(expected.items())
+    assert [type(v) for v in read.values()] == [type(v) for v in expected.values()]
 
 
 def test_valid_event_is_converted() -> None:
     features = {"amount": 3, "count": 2.0, "flag": True, "kind": "a", "free": "zz"}
-    assert READER(features) == {"amount": 3.0, "count": 2.0, "flag": 1.0, "kind": "a", "free": "zz"}
+    assert_same_input(READER(features), {"amount": 3.0, "count": 2.0, "flag": 1.0, "kind": "a", "free": "zz"})
+    assert_same_input(READER({**features, "flag": False, "amount": -0.0}), {**to_model_input(SPEC, features), "flag": 0.0, "amount": -0.0})
     assert READER([features]) is None
     assert READER({**features, "count": 2.5}) is None
     assert READER({k: v for k, v in features.items() if k != "flag"}) is None
@@ -60,4 +68,4 @@ def test_reader_agrees_on_valid_events_with_one_value_changed(name: str, value: 
     if feature_errors(SPEC, features):
         assert read is None
     else:
-        assert read == to_model_input(SPEC, features)
+        assert_same_input(read, to_model_input(SPEC, features))
