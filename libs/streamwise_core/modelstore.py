@@ -229,13 +229,15 @@ class ModelStore:
 
     async def publish_gated(
         self, model: str, version: int, signed: SignedBlob, gate: GateCallback, *,
-        checkpoint: SignedBlob | None = None,
+        checkpoint: SignedBlob | None = None, read_served: bool = True,
     ) -> tuple[bool, dict[str, Any]]:
         """Like ``publish``, but ``gate`` decides, against the version current at that moment,
         whether the pointer moves. The decision and the write are one optimistic transaction:
         a rollback or promotion in between makes it decide again. The decision is stored in
         the version's ``gate`` field. Returns it; publishing the same version again is harmless
-        (a version that is already current stays so without a new generation)."""
+        (a version that is already current stays so without a new generation).
+        ``read_served=False``: the gate decides without the served version's metadata (a
+        disabled gate), so it is given ``None`` and a round trip is saved."""
         current_key = self._current_key(model)
 
         async def write(pipe: Any) -> tuple[bool, bool, dict[str, Any]]:
@@ -243,7 +245,7 @@ class ModelStore:
             current = int(raw) if raw is not None else None
             already = current == version
             served_meta = None
-            if current is not None and not already:
+            if current is not None and not already and read_served:
                 served_meta = await pipe.hget(self._version_key(model, current), "meta")
             serve, record = (True, {"status": "served", "reason": "already current"}) if already \
                 else gate(current, served_meta)

@@ -613,3 +613,18 @@ async def test_publish_gated_holds_back_without_moving_the_pointer(store: ModelS
     before = await store.pointer(MODEL)
     assert (await store.publish_gated(MODEL, 1, _signed(app_name, 1), gate))[0] is True
     assert await store.pointer(MODEL) == before
+
+
+async def test_a_gate_that_reads_nothing_is_given_no_served_metadata(store: ModelStore, app_name: str) -> None:
+    seen: list[tuple[int | None, bytes | None]] = []
+
+    def gate(current: int | None, meta: bytes | None) -> tuple[bool, dict[str, Any]]:
+        seen.append((current, meta))
+        return True, {"status": "served", "reason": "gate disabled"}
+
+    for version in (1, 2):
+        assert (await store.publish_gated(MODEL, version, _signed(app_name, version), gate, read_served=False))[0] is True
+    assert seen == [(None, None), (1, None)]
+    pointer = await store.pointer(MODEL)
+    assert pointer is not None and pointer.version == 2
+    assert await store.load_gate(MODEL, 2) == {"status": "served", "reason": "gate disabled"}

@@ -58,6 +58,7 @@ class Publisher:
         self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
         announce_timeout_s: float = 2.0, registry_wait_s: float = 1.0, max_backoff_s: float = 5.0,
         decide: Decide | None = None, lineage: Callable[[ModelMeta], Lineage] | None = None,
+        decide_reads_served: bool = True,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -67,6 +68,8 @@ class Publisher:
         self._registry_wait_s = registry_wait_s
         self._max_backoff_s = max_backoff_s
         self._decide = decide
+        self._decide_reads_served = decide_reads_served
+        """``False``: ``decide`` is given no served metadata (it does not look at it)."""
         self._lineage = lineage
         self.held_back = 0
         self.last_decision: dict[str, object] | None = None
@@ -96,6 +99,7 @@ class Publisher:
 
             serve, record = await self._store.publish_gated(
                 meta.model, meta.version, snapshot.model, gate, checkpoint=snapshot.checkpoint,
+                read_served=self._decide_reads_served,
             )
             self.last_decision = record
             if not serve:

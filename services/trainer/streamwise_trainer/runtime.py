@@ -106,7 +106,7 @@ class TrainerRuntime:
             await self._producer.start()
             self._publisher = Publisher(
                 store, Registry.from_url(s.database_url), self._producer, s.topics.models,
-                decide=self.gate, lineage=self.lineage,
+                decide=self.gate, lineage=self.lineage, decide_reads_served=s.gate.enabled,
             )
             self._store = store
             self._started = True
