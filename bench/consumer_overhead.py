@@ -29,6 +29,7 @@ from streamwise_core.kafka import ensure_topics
 from streamwise_core.settings import KafkaSettings
 from streamwise_devstack import KafkaBroker, free_port
 from streamwise_trainer.consumer import BatchConsumer
+from streamwise_trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = json.dumps({"id": "x" * 36, "features": {"amount": 12.5, "merchant": "grocery", "hour": 13}}).encode()
@@ -75,7 +76,10 @@ async def fill(bootstrap: str, topic: str, n: int) -> None:
 
 async def getmany_rate(bootstrap: str, topic: str, n: int) -> float:
     """The trainer's own adapter (``BatchConsumer``), batches of 500."""
-    consumer = BatchConsumer(KafkaSettings(bootstrap=bootstrap), [topic], client_id="bench-overhead")
+    consumer = BatchConsumer(
+        KafkaSettings(bootstrap=bootstrap), [topic], client_id="bench-overhead",
+        fetch_max_wait_ms=TrainerSettings.model_fields["fetch_max_wait_ms"].default,
+    )
     await consumer.start({})
     try:
         consumed, timed, first = 0, 0, 0.0

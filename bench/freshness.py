@@ -407,6 +407,7 @@ def main(
     poll_ms: Annotated[float, typer.Option(help="GET /v1/model period while a new version is announced but not served yet")] = 2.0,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds to wait after the input for the last event to be served (default 180, smoke 60)")] = None,
     smoke: Annotated[bool, typer.Option(help="A few seconds at 500 ev/s, for CI")] = False,
+    service_env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the services' environment (repeatable), e.g. STREAMWISE_FETCH_MIN_KB=64")] = None,
     keep_run_dir: c.KeepRunDir = False,
 ) -> None:
     """Freshness (ingest 202 → version served) at fixed input rates, beside the publication schedule and the raw Kafka hop."""
@@ -415,14 +416,18 @@ def main(
     drain_timeout = drain_timeout or (60.0 if smoke else 180.0)
     publish_every_n = publish_every_n or trainer_default("publish_every_n")
     publish_every_ms = publish_every_ms or trainer_default("publish_every_ms")
-    settings = {"batch": batch, "duration_s": duration, "publish_every_n": publish_every_n, "publish_every_ms": publish_every_ms,
+    extra_env = dict(item.split("=", 1) for item in service_env or [])
+    settings = {"service_env": extra_env, "batch": batch, "duration_s": duration, "publish_every_n": publish_every_n, "publish_every_ms": publish_every_ms,
                 "predictor_poll_interval_ms": int(PredictorSettings.model_fields["poll_interval_ms"].default), "bench_poll_ms": poll_ms, "partitions": 1}
     runs = []
     with c.infra(keep_run_dir=keep_run_dir) as infra, c.progress_bar() as progress:
         for per_s in rates:
             items = c.labelled_events(int(per_s * duration), seed=int(per_s), run=f"fresh{uuid.uuid4().hex[:6]}")
             groups = c.chunks(items, batch)
-            env = {"STREAMWISE_PUBLISH_EVERY_N": str(publish_every_n), "STREAMWISE_PUBLISH_EVERY_MS": str(publish_every_ms)}
+            env = {
+                "STREAMWISE_PUBLISH_EVERY_N": str(publish_every_n), "STREAMWISE_PUBLISH_EVERY_MS": str(publish_every_ms),
+                **extra_env,
+            }
             with infra.services(["ingest", "trainer", "predictor"], extra_env=env) as svc:
                 result = asyncio.run(pipeline(
                     svc, infra, [c.json_body(g) for g in groups], [[e["id"].encode() for e in g] for g in groups], per_s,

@@ -33,7 +33,10 @@ PARTITION_REFRESH_S = 30.0
 class BatchConsumer:
     """Every partition of ``topics``, read in batches from checkpointed positions."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], client_id: str) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topics: list[str], client_id: str, *, fetch_max_wait_ms: int,
+        fetch_min_bytes: int = 1,
+    ) -> None:
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka.bootstrap,
@@ -44,6 +47,8 @@ class BatchConsumer:
             request_timeout_ms=kafka.request_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._assigned: set[TopicPartition] = set()
         self._next_refresh = 0.0

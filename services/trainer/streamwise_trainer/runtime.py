@@ -118,7 +118,8 @@ class TrainerRuntime:
         offsets = self.trainer.state.offsets
         consumer = BatchConsumer(
             s.kafka, [s.topics.events, s.topics.labels],
-            client_id=f"{s.spec.name}-trainer",
+            client_id=f"{s.spec.name}-trainer", fetch_min_bytes=max(s.fetch_min_kb * 1024, 1),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         await consumer.start(offsets)
         self._consumer = consumer
