@@ -3,9 +3,9 @@
 Every example costs O(1): all-time figures are running sums (ROC AUC from a fine histogram
 of scores), the recent window is a bounded deque of per-example outcomes (and, for ROC AUC, a
 histogram kept in step with it), and both are only summarised when a snapshot is taken, with
-sums that run in C: every version published and every status read takes one. River's metric objects cost more per example than the
-model being scored (a ROC AUC updates ten confusion matrices; a rolling metric reverts one),
-which mattered in the trainer's hot loop.
+sums that run in C: every version published and every status read takes one. River's metric
+objects cost more per example than the model being scored (a ROC AUC updates ten confusion
+matrices; a rolling metric reverts one), which mattered in the trainer's hot loop.
 """
 
 from __future__ import annotations

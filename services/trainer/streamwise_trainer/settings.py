@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from streamwise_core.settings import Settings
 
 
@@ -28,10 +30,10 @@ class TrainerSettings(Settings):
     """Most records learned between two turns of the event loop (web, timers, publishing)."""
     batch_wait_ms: int = 20
     """How long a fetch waits for records when none are buffered."""
-    fetch_min_kb: int = 0
+    fetch_min_kb: int = Field(default=0, ge=0)
     """The broker answers a fetch once this much is there (or after ``fetch_max_wait_ms``):
     larger means fewer, fuller fetches for both, at up to that wait in freshness. 0: at once."""
-    fetch_max_wait_ms: int = 20
+    fetch_max_wait_ms: int = Field(default=20, ge=0)
     """Longest the broker holds a fetch waiting for ``fetch_min_kb``. Short, because aiokafka
     keeps one fetch in flight per broker: while a fetch for a quiet partition (the labels
     topic, when labels come inline) is held, the busy partition's next fetch waits behind it.
