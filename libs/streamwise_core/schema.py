@@ -151,17 +151,13 @@ _FLOAT_RANGE = 2.0**1000
 """Integers inside it convert to a float without overflow; beyond it the converter decides."""
 
 
+_FAST_KINDS = {FeatureType.FLOAT: _NUMBER, FeatureType.INT: _WHOLE, FeatureType.BOOL: _FLAG}
+
+
 def _fast_kind(spec: FeatureSpec) -> str | frozenset[str]:
-    match spec.type:
-        case FeatureType.FLOAT:
-            return _NUMBER
-        case FeatureType.INT:
-            return _WHOLE
-        case FeatureType.BOOL:
-            return _FLAG
-        case FeatureType.CATEGORY:
-            return frozenset(spec.values) if spec.values is not None else _ANY_TEXT
-    raise ValueError(spec.type)
+    if spec.type is FeatureType.CATEGORY:
+        return frozenset(spec.values) if spec.values is not None else _ANY_TEXT
+    return _FAST_KINDS[spec.type]
 
 
 class ModelInputReader:
