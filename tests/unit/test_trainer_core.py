@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, Task, load_app_spec, parse_app_spec
-from streamwise_core.codec import unpack
+from streamwise_core.appspec import AppSpec, StepSpec, Task, load_app_spec, parse_app_spec
+from streamwise_core.codec import pack, unpack
 from streamwise_core.errors import BlobRefused
 from streamwise_core.events import EventReceived, LabelReceived
 from streamwise_core.pipeline import build_model
@@ -20,7 +21,7 @@ from streamwise_core.schema import to_model_input
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signature, Signer
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
-from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState
+from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState, checkpoint_size
 from streamwise_trainer.join import Example, LabelJoin
 from streamwise_trainer.learner import OnlineLearner
 from streamwise_core.appspec import primary_metric
@@ -559,3 +560,45 @@ def test_regression_trainer_learns_labelled_events() -> None:
         assert trainer.handle(Record(topics.events, 0, i, None, value)) is None
     assert trainer.examples_seen == 200
     assert trainer.state.learner.metrics.snapshot()["mae_recent"] < 1.0
+
+
+def test_a_checkpoint_embeds_the_versions_model_blob_instead_of_pickling_the_model_again(
+    stream: list[GeneratedEvent],
+) -> None:
+    tree = SPEC.for_model(SPEC.model.model_copy(update={"steps": (StepSpec(use="tree.HoeffdingTreeClassifier"),)}))
+    trainer = Trainer(tree, TOPICS)
+    feed(trainer, workload(stream[:600]))
+    snap = trainer.snapshot(SIGNER)
+    assert snap.checkpoint is not None
+    # The served blob's bytes are in the checkpoint once, and the model is not pickled beside them.
+    assert snap.checkpoint.blob.count(snap.model.blob) == 1
+    without_model = dataclasses.replace(trainer.state, learner=copy.copy(trainer.state.learner))
+    without_model.learner.model = None
+    assert len(snap.checkpoint.blob) < len(snap.model.blob) + checkpoint_size(without_model) + 200
+
+    restored = Trainer.restore(tree, TOPICS, snap.checkpoint, SIGNER)
+    assert type(restored.state.learner) is OnlineLearner
+    assert restored.state.learner.app == trainer.state.learner.app
+    assert restored.examples_seen == trainer.examples_seen
+    assert_same_metrics(restored, trainer)
+    xs = probes(30)
+    assert_same_predictions(predictions(restored, xs), predictions(trainer, xs))
+    # Restored and original go on identically.
+    rest = workload(stream[600:800])
+    rest = [dataclasses.replace(r, offset=r.offset + 10_000) for r in rest]
+    feed(trainer, rest)
+    feed(restored, rest)
+    assert_same_predictions(predictions(restored, xs), predictions(trainer, xs))
+    assert restored.state.learned_digest == trainer.state.learned_digest
+
+
+def test_a_checkpoint_with_the_model_pickled_inline_still_restores(stream: list[GeneratedEvent]) -> None:
+    """Checkpoints written before the model blob was embedded pickled the learner whole."""
+    trainer = Trainer(SPEC, TOPICS)
+    feed(trainer, workload(stream[:200]))
+    meta = trainer.next_meta()
+    old_style = pack(trainer.state, meta, SIGNER)
+    restored = Trainer.restore(SPEC, TOPICS, old_style, SIGNER)
+    assert restored.examples_seen == trainer.examples_seen
+    xs = probes(20)
+    assert_same_predictions(predictions(restored, xs), predictions(trainer, xs))

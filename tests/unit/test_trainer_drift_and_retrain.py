@@ -151,6 +151,12 @@ def test_a_retrained_model_survives_the_signed_blob_and_answers_like_river() -> 
     label, proba = predict(model, Task.BINARY, g.features)
     assert isinstance(label, bool) and set(proba or {}) == {False, True}
     assert snap.meta.model == "fraud-batch" and snap.meta.examples_seen == 600
+    # Its checkpoint holds the served blob, and restores the window and the fitted pipeline.
+    assert snap.checkpoint is not None and snap.checkpoint.blob.count(snap.model.blob) == 1
+    restored = Trainer.restore(app, TOPICS, snap.checkpoint, SIGNER)
+    learner = restored.state.learner
+    assert isinstance(learner, RetrainingLearner) and learner.fits == 3 and len(learner._window) == 500
+    assert predict(learner.model, Task.BINARY, g.features) == (label, proba)
 
 
 def test_build_model_refuses_a_retrain_spec_and_bad_sklearn_paths_are_spec_errors() -> None:

@@ -21,7 +21,7 @@ from streamwise_core.signing import Signer
 from .anchors import GateAnchors
 from .drift import Drift, DriftMonitor, drift_monitor
 from .join import Example, LabelJoin
-from .learner import Learner, make_learner
+from .learner import Learner, embedding_model, make_learner
 
 
 class ConsumedRecord(Protocol):
@@ -225,7 +225,7 @@ class Trainer:
         """The model (and the whole state) as they are now, signed with ``meta``; pure, so it
         may run in a worker thread or a forked child while nothing else changes the state."""
         model = pack(self.state.learner.model, meta, signer)
-        state = pack(self.state, meta, signer) if checkpoint else None
+        state = pack(self.state, meta, signer, reducers=embedding_model(model.blob)) if checkpoint else None
         # The registry records the served blob's digest, which pack() filled in.
         return Snapshot(ModelMeta.model_validate_json(model.meta), model, state)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from typing import Any, NamedTuple, Protocol
 
 from streamwise_core.appspec import AppSpec, Task
+from streamwise_core.codec import Reducers
 from streamwise_core.inference import predict
 from streamwise_core.pipeline import build_model
 from streamwise_core.retrain import BatchModel, build_estimator
@@ -116,3 +118,23 @@ def make_learner(app: AppSpec) -> OnlineLearner | RetrainingLearner:
     if app.model.kind == "retrain":
         return RetrainingLearner(app)
     return OnlineLearner(build_model(app), app.task, app)
+
+
+def embedding_model(model_blob: bytes) -> Reducers:
+    """Pickle a learner with ``model_blob``, its model as already pickled for the version, in
+    place of the model: a checkpoint then does not pickle the model a second time (for a tree
+    or a forest, the larger part of the checkpoint's cost)."""
+
+    def reduce(learner: OnlineLearner | RetrainingLearner) -> tuple[Any, ...]:
+        fields = {name: value for name, value in vars(learner).items() if name != "model"}
+        return learner_with_model, (type(learner), fields, model_blob)
+
+    return {OnlineLearner: reduce, RetrainingLearner: reduce}
+
+
+def learner_with_model(kind: type[Any], fields: dict[str, Any], model_blob: bytes) -> Any:
+    """The learner ``embedding_model`` pickled: its fields, and its model from the blob."""
+    learner = kind.__new__(kind)
+    vars(learner).update(fields)
+    learner.model = pickle.loads(model_blob)  # noqa: S301 - inside a checkpoint verified before unpickling
+    return learner
