@@ -6,13 +6,14 @@ import copy
 import dataclasses
 import json
 import math
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, StepSpec, Task, load_app_spec, parse_app_spec
+from streamwise_core.appspec import AppSpec, DriftSpec, StepSpec, Task, load_app_spec, parse_app_spec
 from streamwise_core.codec import pack, unpack
 from streamwise_core.errors import BlobRefused
 from streamwise_core.events import EventReceived, LabelReceived
@@ -602,3 +603,77 @@ def test_a_checkpoint_with_the_model_pickled_inline_still_restores(stream: list[
     assert restored.examples_seen == trainer.examples_seen
     xs = probes(20)
     assert_same_predictions(predictions(restored, xs), predictions(trainer, xs))
+
+
+def _mixed_workload(seed: int) -> list[Record]:
+    """Late and inline labels, a drift, poison records, events redelivered at new offsets and
+    records replayed at offsets already consumed; offsets increase per topic as Kafka's do."""
+    rng = random.Random(seed)
+    out: list[Record] = []
+    next_offset = {TOPICS.events: 0, TOPICS.labels: 0}
+
+    def append(record: Record) -> None:
+        out.append(dataclasses.replace(record, offset=next_offset[record.topic]))
+        next_offset[record.topic] += 1
+
+    for record in workload(FraudStream(seed=seed, drift_at=1500).take(4000), late_every=4, delay=5):
+        roll = rng.random()
+        if roll < 0.01:
+            append(dataclasses.replace(record, value=b"{not json"))
+        elif roll < 0.02:
+            append(dataclasses.replace(record, value=(record.value or b"").replace(b'"amount"', b'"amount_x"')))
+        else:
+            append(record)
+        if roll > 0.98:
+            append(record)  # the same event again, at a new offset
+        if 0.97 < roll <= 0.98:
+            out.append(rng.choice(out[-20:]))  # a replay of an offset already consumed
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_records_handled_in_batches_give_exactly_what_one_at_a_time_gives(seed: int) -> None:
+    spec = SPEC.for_model(SPEC.model.model_copy(update={"drift": DriftSpec(action="reset", grace=300)}))
+    records = _mixed_workload(seed)
+    one = Trainer(spec, TOPICS)
+    many = Trainer(spec, TOPICS)
+    rejected_one = [(r.record.offset, r.record.topic, r.reason) for rec in records if (r := one.handle(rec)) is not None]
+    rejected_many = []
+    rng = random.Random(seed)
+    at = 0
+    while at < len(records):
+        size = rng.choice([1, 2, 7, 64, 500])
+        rejected_many += [(r.record.offset, r.record.topic, r.reason) for r in many.handle_many(records[at:at + size])]
+        at += size
+    assert rejected_many == rejected_one
+    assert len({reason.split(":")[0] for _, _, reason in rejected_one}) >= 2, "poison records of two kinds"
+    assert one.skipped == many.skipped > 0
+    assert one.state.duplicates == many.state.duplicates > 0
+    assert one.state.learned_digest == many.state.learned_digest
+    assert one.state.offsets == many.state.offsets
+    assert one.examples_seen == many.examples_seen
+    drifts_one, drifts_many = one.take_drifts(), many.take_drifts()
+    assert drifts_one, "the workload's drift was found"
+    assert [(d.examples_seen, d.offsets, d.action) for d in drifts_many] == [(d.examples_seen, d.offsets, d.action) for d in drifts_one]
+    assert_same_metrics(one, many)
+    xs = probes(20)
+    assert_same_predictions(predictions(many, xs), predictions(one, xs))
+
+
+def test_a_record_that_fails_while_learning_is_rejected_in_its_place(stream: list[GeneratedEvent]) -> None:
+    trainer = Trainer(SPEC, TOPICS)
+    records = [event_record(i, g.id, g.features, g.label) for i, g in enumerate(stream[:6])]
+    learn = trainer.state.learner.learn
+
+    def failing(x: dict[str, Any], y: Any) -> Any:
+        if trainer.examples_seen == 2:
+            trainer.state.learner.examples_seen += 1  # fail once, on the third example
+            raise RuntimeError("model broke")
+        return learn(x, y)
+
+    trainer.state.learner.learn = failing  # type: ignore[method-assign]
+    records.insert(4, dataclasses.replace(records[0], offset=100, value=b"[]"))
+    records[5:] = [dataclasses.replace(r, offset=101 + i) for i, r in enumerate(records[5:])]
+    rejected = trainer.handle_many(records)
+    assert [(r.record.offset, r.reason.split(":")[0]) for r in rejected] == [(2, "cannot learn"), (100, "undecodable")]
+    assert trainer.examples_seen == 6

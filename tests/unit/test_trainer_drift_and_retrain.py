@@ -44,7 +44,7 @@ def test_adwin_fires_after_the_error_rate_jumps_and_not_before() -> None:
     found = []
     for i in range(6000):
         error = float(rng.random() < (0.05 if i < 3000 else 0.5))
-        if (d := monitor.update(error, i + 1, {"t:0": i})) is not None:
+        if (d := monitor.update(error, i + 1, lambda: {"t:0": i})) is not None:
             found.append(d)
     assert found, "a tenfold error rate must be noticed"
     assert 3000 < found[0].examples_seen < 3400
@@ -57,7 +57,7 @@ def _two_changes(grace: int) -> list[int]:
     rng = random.Random(2)
     monitor = DriftMonitor(DriftSpec(grace=grace))
     rates = [0.05 if i < 3000 else 0.6 if i < 4000 else 0.05 for i in range(8000)]
-    return [i for i, rate in enumerate(rates) if monitor.update(float(rng.random() < rate), i + 1, {})]
+    return [i for i, rate in enumerate(rates) if monitor.update(float(rng.random() < rate), i + 1, dict)]
 
 
 def test_grace_keeps_a_detector_quiet_after_a_drift() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
-from streamwise_trainer.core import Trainer
+from streamwise_trainer import runtime as runtime_module
+from streamwise_trainer.core import Rejected, Trainer
 
 from .trainer_support import SIGNER, records, runtime_without_clients
 
@@ -103,3 +105,26 @@ def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -
     asyncio.run(go())
     assert runtime.fenced and exits == [True]
     assert published(runtime) == [(1, True)]  # nothing after the lease was lost
+
+
+def test_a_large_batch_is_learned_in_runs_with_the_event_loop_turning_between_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runtime_module, "LOOP_TURN_S", 0.005)
+    runtime = runtime_without_clients()
+    batch = records(runtime, 1500)
+    batch.insert(700, dataclasses.replace(batch[0], value=b"{"))
+    batch = [dataclasses.replace(r, offset=i) for i, r in enumerate(batch)]
+    turns = 0
+
+    async def go() -> list[Rejected]:
+        nonlocal turns
+        learning = asyncio.ensure_future(runtime.learn(batch))
+        while not learning.done():
+            turns += 1
+            await asyncio.sleep(0)
+        return await learning
+
+    rejected = asyncio.run(go())
+    assert [r.record.offset for r in rejected] == [700]
+    assert runtime.trainer.examples_seen == 1500
+    assert turns >= 10, "the loop turned between runs of about 5 ms"
+    assert 1 <= runtime._run_size <= runtime_module.MAX_RUN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,14 +39,15 @@ class DriftMonitor:
         self.detector = drift.ADWIN(delta=self.spec.delta)
         self.quiet_until = self.spec.grace
 
-    def update(self, error: float, examples_seen: int, offsets: dict[str, int]) -> Drift | None:
+    def update(self, error: float, examples_seen: int, offsets: Callable[[], Mapping[str, int]]) -> Drift | None:
+        """Watch one more error; ``offsets`` tells where the stream is, asked only on a drift."""
         self.detector.update(error)
         if not self.detector.drift_detected or examples_seen < self.quiet_until:
             return None
         self.detected += 1
         self.quiet_until = examples_seen + self.spec.grace
         return Drift(
-            examples_seen=examples_seen, offsets=dict(offsets), detected_at=utcnow(),
+            examples_seen=examples_seen, offsets=dict(offsets()), detected_at=utcnow(),
             error_after=float(self.detector.estimation), detector=f"adwin(delta={self.spec.delta})",
             action=self.spec.action,
         )

@@ -9,7 +9,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
@@ -38,6 +38,8 @@ MAX_PUBLISH_BACKOFF_S = 2.0
 FINAL_CHECKPOINT_TIMEOUT_S = 5.0
 LOOP_TURN_S = 0.05
 """Longest stretch of learning before other tasks (health checks, timers) get a turn."""
+MAX_RUN = 512
+"""Most records handed to ``Trainer.handle_many`` at once (it reads them all, then learns)."""
 
 
 class TrainerRuntime:
@@ -67,6 +69,8 @@ class TrainerRuntime:
         """Bytes of the last model blob and of the last checkpoint: what decides whether the
         next snapshot is serialised in a forked child (``snapshot_fork_above_kb``)."""
         self.forked_snapshots = 0
+        self._run_size = 64
+        """Records learned per turn of the event loop, adjusted so a turn takes about ``LOOP_TURN_S``."""
         self._pending: Snapshot | None = None
         """A snapshot whose publication failed: it is retried as is, so version numbers have no
         gaps and a write that landed although its reply was lost is never contradicted."""
@@ -189,27 +193,25 @@ class TrainerRuntime:
         await self._store.close()
         self._started = False
 
-    async def learn(self, records: Iterable[ConsumedRecord]) -> list[Rejected]:
-        """``handle`` the records, letting the event loop run (web, timers) every few ms."""
-        rejected = []
+    async def learn(self, records: Sequence[ConsumedRecord]) -> list[Rejected]:
+        """``handle`` the records, letting the event loop run (web, timers) every few ms: they
+        are learned in runs sized to take about ``LOOP_TURN_S`` each."""
+        rejected: list[Rejected] = []
         async with self._state_lock:
-            turn_ends = time.monotonic() + LOOP_TURN_S
-            for record in records:
-                problem = self.trainer.handle(record)
-                if problem is not None:
-                    rejected.append(problem)
-                if time.monotonic() >= turn_ends:
+            at = 0
+            while at < len(records):
+                size = self._run_size
+                started = time.monotonic()
+                rejected += self.trainer.handle_many(records[at:at + size])
+                at += size
+                spent = time.monotonic() - started
+                self._run_size = max(1, min(MAX_RUN, int(size * LOOP_TURN_S / spent) if spent > 0 else MAX_RUN))
+                if at < len(records):
                     await asyncio.sleep(0)
-                    turn_ends = time.monotonic() + LOOP_TURN_S
         return rejected
 
-    def handle(self, records: Iterable[ConsumedRecord]) -> list[Rejected]:
-        rejected = []
-        for record in records:
-            problem = self.trainer.handle(record)
-            if problem is not None:
-                rejected.append(problem)
-        return rejected
+    def handle(self, records: Sequence[ConsumedRecord]) -> list[Rejected]:
+        return self.trainer.handle_many(records)
 
     async def after_batch(self, rejected: list[Rejected]) -> None:
         await self.start()
