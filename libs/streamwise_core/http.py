@@ -145,25 +145,30 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        max_bytes = self.max_bytes
+        declared = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":  # the last one counts, as in a dict of the headers
+                declared = value
+        too_large = declared.isdigit() and int(declared) > max_bytes
         size = 0
         started = False
 
         async def limited_receive() -> Message:
             nonlocal size
             if too_large:
-                raise BodyTooLarge(self.max_bytes)
+                raise BodyTooLarge(max_bytes)
             message = await receive()
             if message["type"] == "http.request":
                 size += len(message.get("body", b""))
-                if size > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if size > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if not started and message["type"] == "http.response.start":
+                started = True
             await send(message)
 
         try:

@@ -13,10 +13,15 @@ from streamwise_core.kafka import send_batches
 Record = tuple[bytes, bytes]
 
 
-def _retrieve(future: asyncio.Future[object]) -> None:
-    """Mark the outcome of a delivery nobody waits for any more as seen."""
-    if not future.cancelled():
-        future.exception()
+def _expire(done: asyncio.Future[None]) -> None:
+    """A request's deadline passed before Kafka answered for it."""
+    if not done.done():
+        done.set_exception(TimeoutError())
+
+
+def _wake(acknowledged: asyncio.Future[None]) -> None:
+    if not acknowledged.done():
+        acknowledged.set_result(None)
 
 
 class KafkaSink:
@@ -42,8 +47,7 @@ class KafkaSink:
         if writer is None:
             writer = self._writers[topic] = _TopicWriter(self._producer, topic, self._timeout_s)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await writer.write(records)
+            await writer.write(records)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise BackendUnavailable(f"kafka: {exc!r}") from exc
 
@@ -54,7 +58,11 @@ class _TopicWriter:
     record batch per partition (``send_batches``). A produce request carries one batch per
     partition, so a batch per request would go one broker round trip at a time; gathered, the
     round trip is shared and the producer's per-batch cost paid once. Records keep the order
-    their requests came in. Each request waits for the batches of its own flush only.
+    their requests came in. Each request waits for the batches of its own flush only, and at
+    most ``timeout_s`` from the moment it came (then it fails with ``TimeoutError``).
+
+    The waiting is done with futures, callbacks and timers (no ``asyncio.timeout`` per request,
+    no ``gather``/``wait`` per flush): a single request costs one future and one timer.
     """
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, timeout_s: float) -> None:
@@ -65,11 +73,16 @@ class _TopicWriter:
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, records: list[Record]) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         self._pending.append((records, done))
         if self._task is None:
-            self._task = asyncio.create_task(self._flush_all(), name=f"kafka-sink:{self._topic}")
-        await done  # cancelled (the caller's timeout) → its records are still sent, nobody waits
+            self._task = loop.create_task(self._flush_all(), name=f"kafka-sink:{self._topic}")
+        deadline = loop.call_later(self._timeout_s, _expire, done)
+        try:
+            await done  # cancelled (the caller gave up) → its records are still sent, nobody waits
+        finally:
+            deadline.cancel()
 
     async def _flush_all(self) -> None:
         try:
@@ -81,21 +94,59 @@ class _TopicWriter:
 
     async def _flush(self, flush: list[tuple[list[Record], asyncio.Future[None]]]) -> None:
         waiters = [done for _, done in flush]
+        records = flush[0][0] if len(flush) == 1 else [r for records, _ in flush for r in records]
         try:
             async with asyncio.timeout(self._timeout_s):
-                deliveries = await send_batches(self._producer, self._topic, [r for records, _ in flush for r in records])
+                deliveries = await send_batches(self._producer, self._topic, records)
         except Exception as exc:  # noqa: BLE001 - handed to every request of this flush, which decides
             _settle(waiters, exc)
             return
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[None] = loop.create_future()
+        outcome = _Outcome(waiters, len(deliveries), acknowledged)
         for delivery in deliveries:
-            delivery.add_done_callback(_retrieve)
-        acknowledged = asyncio.gather(*deliveries)
-        acknowledged.add_done_callback(lambda f: _settle(waiters, None if f.cancelled() else f.exception()))
+            delivery.add_done_callback(outcome.delivered)
+        if acknowledged.done():
+            return
         # Wait for this flush before the next, so that the requests of one round trip share it;
         # a flush Kafka does not answer in time goes on alone (its requests time out).
-        await asyncio.wait([acknowledged], timeout=self._timeout_s)
-        if not acknowledged.done():
-            acknowledged.add_done_callback(_retrieve)
+        timer = loop.call_later(self._timeout_s, _wake, acknowledged)
+        try:
+            await acknowledged
+        finally:
+            timer.cancel()
+
+
+class _Outcome:
+    """Settles the requests of one flush once every delivery of it succeeded, or at the first
+    one that failed (with its exception), and then sets ``acknowledged``. Every delivery's
+    outcome is retrieved, also the ones nobody waits for any more."""
+
+    __slots__ = ("_waiters", "_left", "_acknowledged")
+
+    def __init__(self, waiters: list[asyncio.Future[None]], deliveries: int, acknowledged: asyncio.Future[None]) -> None:
+        self._waiters: list[asyncio.Future[None]] | None = waiters
+        self._left = deliveries
+        self._acknowledged = acknowledged
+        if not deliveries:
+            self._finish(None)
+
+    def delivered(self, delivery: asyncio.Future[object]) -> None:
+        self._left -= 1
+        if delivery.cancelled():
+            exc: BaseException | None = asyncio.CancelledError()
+        else:
+            exc = delivery.exception()  # also marks it seen
+        if exc is not None or self._left == 0:
+            self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._waiters is None:  # settled already, by an earlier failure
+            return
+        _settle(self._waiters, exc)
+        self._waiters = None
+        if not self._acknowledged.done():
+            self._acknowledged.set_result(None)
 
 
 def _settle(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
