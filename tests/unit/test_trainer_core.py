@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -23,6 +24,7 @@ from streamwise_core.settings import Topics
 from streamwise_core.signing import Signature, Signer
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
 from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState, checkpoint_size
+from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.join import Example, LabelJoin
 from streamwise_trainer.learner import OnlineLearner
 from streamwise_core.appspec import primary_metric
@@ -663,7 +665,7 @@ def test_records_handled_in_batches_give_exactly_what_one_at_a_time_gives(seed: 
 def test_a_record_that_fails_while_learning_is_rejected_in_its_place(stream: list[GeneratedEvent]) -> None:
     trainer = Trainer(SPEC, TOPICS)
     records = [event_record(i, g.id, g.features, g.label) for i, g in enumerate(stream[:6])]
-    learn = trainer.state.learner.learn
+    learn = trainer.state.learner.predict_then_learn
 
     def failing(x: dict[str, Any], y: Any) -> Any:
         if trainer.examples_seen == 2:
@@ -671,9 +673,42 @@ def test_a_record_that_fails_while_learning_is_rejected_in_its_place(stream: lis
             raise RuntimeError("model broke")
         return learn(x, y)
 
-    trainer.state.learner.learn = failing  # type: ignore[method-assign]
+    trainer.state.learner.predict_then_learn = failing  # type: ignore[method-assign]
     records.insert(4, dataclasses.replace(records[0], offset=100, value=b"[]"))
     records[5:] = [dataclasses.replace(r, offset=101 + i) for i, r in enumerate(records[5:])]
     rejected = trainer.handle_many(records)
     assert [(r.record.offset, r.reason.split(":")[0]) for r in rejected] == [(2, "cannot learn"), (100, "undecodable")]
     assert trainer.examples_seen == 6
+
+
+@pytest.mark.parametrize("action", ["alert", "reset"])
+def test_batches_learn_score_and_watch_drift_as_a_plain_sequential_loop(action: str) -> None:
+    """The reference: predict, score, watch the error and learn, one example after the other."""
+    drift = DriftSpec(action=action, grace=300)  # type: ignore[arg-type]
+    spec = SPEC.for_model(SPEC.model.model_copy(update={"drift": drift}))
+    events = FraudStream(seed=4, drift_at=1200).take(3000)
+    trainer = Trainer(spec, TOPICS)
+    records = [event_record(i, g.id, g.features, g.label) for i, g in enumerate(events)]
+    for at in range(0, len(records), 256):
+        assert trainer.handle_many(records[at:at + 256]) == []
+
+    model, metrics, monitor = build_model(spec), ProgressiveMetrics(spec.task), DriftMonitor(drift)
+    found, digest = [], ""
+    for i, g in enumerate(events):
+        x = to_model_input(spec, g.features)
+        proba = model.predict_proba_one(x)
+        y_pred = max(proba, key=proba.get) if proba else None
+        metrics.update(g.label, y_pred, proba)
+        model.learn_one(x, g.label)
+        if (d := monitor.update(0.0 if y_pred == g.label else 1.0, i + 1, lambda: {EVENTS_TP: i})) is not None:
+            found.append((d.examples_seen, d.offsets))
+            if action == "reset":
+                model = build_model(spec)
+        digest = hashlib.blake2b(f"{digest}{g.id}".encode(), digest_size=16).hexdigest()
+
+    assert found, "the stream's drift was found"
+    assert [(d.examples_seen, d.offsets) for d in trainer.take_drifts()] == found
+    assert trainer.state.learned_digest == digest
+    assert trainer.state.learner.metrics.snapshot() == pytest.approx(metrics.snapshot(), rel=1e-12)
+    xs = probes(20)
+    assert_same_predictions(predictions(trainer, xs), [model.predict_proba_one(x) for x in xs])

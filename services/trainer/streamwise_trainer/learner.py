@@ -43,6 +43,8 @@ class Learner(Protocol):
 
     def learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
 
+    def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
+
     def reset(self) -> None: ...
 
 
@@ -58,9 +60,14 @@ class OnlineLearner:
         """The spec the model was built from, to start afresh on ``reset``."""
 
     def learn(self, x: dict[str, Any], y: Any) -> Outcome:
-        """Predict first, update the metrics with that prediction, then learn."""
+        """Predict first, then learn, and score the prediction."""
+        outcome = self.predict_then_learn(x, y)
+        self.metrics.update(y, outcome.y_pred, outcome.proba)
+        return outcome
+
+    def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome:
+        """Predict, then learn; the caller scores the prediction (``metrics.update``)."""
         y_pred, proba = predict(self.model, self.task, x)
-        self.metrics.update(y, y_pred, proba)
         self.model.learn_one(x, y)
         self.examples_seen += 1
         return Outcome(y, y_pred, proba)
@@ -87,8 +94,12 @@ class RetrainingLearner:
         self._since_fit = 0
 
     def learn(self, x: dict[str, Any], y: Any) -> Outcome:
+        outcome = self.predict_then_learn(x, y)
+        self.metrics.update(y, outcome.y_pred, outcome.proba)
+        return outcome
+
+    def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome:
         y_pred, proba = predict(self.model, self.task, x)
-        self.metrics.update(y, y_pred, proba)
         self._window.append((x, y))
         self.examples_seen += 1
         self._since_fit += 1
