@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import time
 
+import pytest
+
 from streamwise_trainer import runtime as runtime_module
 from streamwise_trainer.core import Rejected, Trainer
 
@@ -128,3 +130,15 @@ def test_a_large_batch_is_learned_in_runs_with_the_event_loop_turning_between_th
     assert runtime.trainer.examples_seen == 1500
     assert turns >= 10, "the loop turned between runs of about 5 ms"
     assert 1 <= runtime._run_size <= runtime_module.MAX_RUN
+
+
+def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
+    from streamwise_trainer.runtime import smoothed
+
+    estimate = None
+    for cost in [0.001] * 19 + [0.005]:  # a linear model, and a checkpoint now and then
+        estimate = smoothed(estimate, cost)
+    assert estimate is not None and 0.0015 < estimate < 0.002
+    for _ in range(30):
+        estimate = smoothed(estimate, 0.02)  # a tree that grew
+    assert estimate == pytest.approx(0.02, rel=0.01)

@@ -42,6 +42,11 @@ MAX_RUN = 512
 """Most records handed to ``Trainer.handle_many`` at once (it reads them all, then learns)."""
 
 
+def smoothed(previous: float | None, latest: float, weight: float = 0.2) -> float:
+    """An exponentially weighted mean of serialising times (the first one as is)."""
+    return latest if previous is None else previous + weight * (latest - previous)
+
+
 class TrainerRuntime:
     """Owns the trainer and its clients; clients start lazily inside faust's event loop."""
 
@@ -64,6 +69,9 @@ class TrainerRuntime:
         self._last_checkpoint = float("-inf")  # the first version always carries one
         self._next_publish_at = 0.0
         """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
+        self._serialise_s: float | None = None
+        """How long serialising a version takes, smoothed: a checkpoint now and then (a few ms for
+        a linear model) must not hold the next version back as if every one cost that much."""
         self._checkpoint_behind = False
         self._blob_sizes = (0, 0)
         """Bytes of the last model blob and of the last checkpoint: what decides whether the
@@ -296,8 +304,8 @@ class TrainerRuntime:
                 async with self._state_lock:  # same version number, the state as it is now
                     meta = self.trainer.next_meta(meta.version)
                     snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
-        cost = time.monotonic() - started
-        self._next_publish_at = started + cost / max(min(s.publish_busy_max, 1.0), 0.01)
+        self._serialise_s = smoothed(self._serialise_s, time.monotonic() - started)
+        self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
         self._blob_sizes = (
             len(snapshot.model.blob), len(snapshot.checkpoint.blob) if snapshot.checkpoint else self._blob_sizes[1],
         )
