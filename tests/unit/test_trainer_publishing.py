@@ -142,3 +142,26 @@ def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
     for _ in range(30):
         estimate = smoothed(estimate, 0.02)  # a tree that grew
     assert estimate == pytest.approx(0.02, rel=0.01)
+
+
+def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> None:
+    runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=200, publish_busy_max=1.0)
+    publisher = runtime._publisher
+    stored = publisher.publish
+
+    async def slow_publish(snapshot) -> None:  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.15)  # storing takes most of the interval
+        await stored(snapshot)
+
+    publisher.publish = slow_publish  # type: ignore[method-assign]
+
+    async def go() -> None:
+        runtime.handle(records(runtime, 5))
+        started = time.monotonic()
+        await runtime.publish()
+        runtime.handle(records(runtime, 5, start=5))
+        await asyncio.sleep(max(0.0, started + 0.21 - time.monotonic()))
+        # 210 ms after the first version started (60 ms after it was stored), the next is due.
+        assert runtime._publish_due()
+
+    asyncio.run(go())

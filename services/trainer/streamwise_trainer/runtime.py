@@ -70,8 +70,8 @@ class TrainerRuntime:
         self._next_publish_at = 0.0
         """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
         self._serialise_s: float | None = None
-        """How long serialising a version takes, smoothed: a checkpoint now and then (a few ms for
-        a linear model) must not hold the next version back as if every one cost that much."""
+        """The CPU time serialising a version takes, smoothed over the versions without a checkpoint:
+        a checkpoint now and then (a few ms for a linear model) must not hold the next version back."""
         self._checkpoint_behind = False
         self._blob_sizes = (0, 0)
         """Bytes of the last model blob and of the last checkpoint: what decides whether the
@@ -283,7 +283,7 @@ class TrainerRuntime:
         of MBs, a forest) in a forked child while learning goes on (see forked.py)."""
         s = self.settings
         checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
-        job = None
+        job, cost = None, None
         async with self._state_lock:
             started = time.monotonic()
             meta = self.trainer.next_meta()
@@ -294,7 +294,7 @@ class TrainerRuntime:
                 except OSError as exc:
                     log.warning("cannot fork to serialise v%s, using a thread: %s", meta.version, exc)
             if job is None:
-                snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
+                snapshot, cost = await asyncio.to_thread(self._serialise_timed, meta, checkpoint)
         if job is not None:
             try:
                 snapshot = pickle.loads(await asyncio.to_thread(forked.collect, job))  # noqa: S301 - our own child
@@ -303,13 +303,23 @@ class TrainerRuntime:
                 log.warning("serialising v%s in a child failed, using a thread: %s", meta.version, exc)
                 async with self._state_lock:  # same version number, the state as it is now
                     meta = self.trainer.next_meta(meta.version)
-                    snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=checkpoint)
-        self._serialise_s = smoothed(self._serialise_s, time.monotonic() - started)
+                    snapshot, cost = await asyncio.to_thread(self._serialise_timed, meta, checkpoint)
+        if cost is None:  # a forked child: its time, from the fork to its bytes here
+            cost = time.monotonic() - started
+        if not checkpoint or self._serialise_s is None:  # what a version costs, not a checkpoint
+            self._serialise_s = smoothed(self._serialise_s, cost)
         self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
         self._blob_sizes = (
             len(snapshot.model.blob), len(snapshot.checkpoint.blob) if snapshot.checkpoint else self._blob_sizes[1],
         )
         return snapshot
+
+    def _serialise_timed(self, meta: ModelMeta, checkpoint: bool) -> tuple[Snapshot, float]:
+        """``Trainer.serialise`` and the CPU time it took: on a busy host the wall time counts
+        the time the thread waited for a CPU too, which would hold the next version back."""
+        began = time.thread_time()
+        snapshot = self.trainer.serialise(meta, self.signer, checkpoint=checkpoint)
+        return snapshot, time.thread_time() - began
 
     def _fork_worth_it(self, checkpoint: bool) -> bool:
         """Sizes, not times, decide: they do not change with the host's load."""
@@ -337,6 +347,7 @@ class TrainerRuntime:
         if self.fenced:
             return
         async with self._lock:
+            begun = time.monotonic()
             if self._pending is None:
                 if self.trainer.unpublished <= 0:
                     return  # published meanwhile by the other caller (batch or timer)
@@ -362,7 +373,9 @@ class TrainerRuntime:
                 self._checkpoint_behind = True
             self._backoff_s = 0.0
             self._retry_at = 0.0
-            self._last_publish = time.monotonic()
+            # Versions start every publish_every_ms, however long each took to store (from its end,
+            # the interval was publish_every_ms plus the publication, 130-330 ms instead of 100).
+            self._last_publish = begun
             self.trainer.mark_published(snapshot.meta)
             await self._anchor(snapshot)
             self._observe_publish(snapshot, started)

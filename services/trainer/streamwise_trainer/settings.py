@@ -15,12 +15,13 @@ class TrainerSettings(Settings):
     """Publish a version after this many newly learned examples..."""
     publish_every_ms: int = 100
     """...or after this many milliseconds with anything new, whichever comes first..."""
-    publish_busy_max: float = 0.02
-    """...but spend at most this share of the time serialising versions (learning waits
-    meanwhile): a linear model (~1 ms) is not held back, a Hoeffding tree that takes 20 ms to
-    pickle is published every second at most, a forest that takes 3 s every 2.5 minutes. At
-    0.25 the tree was published five times a second and the trainer learned at 0.52-0.63 of
-    river's own loop instead of ~0.8 (docs/benchmarks.md)."""
+    publish_busy_max: float = 0.01
+    """...but spend at most this share of the time serialising versions (the CPU time of a
+    version without a checkpoint, smoothed; a forked child's wall time). Storing a version and
+    the slower learning right after it cost about as much again. A linear model (~0.5 ms) is
+    not held back; a Hoeffding tree that takes 15 ms is published every 1.5 s at most. At 0.25
+    the tree was published five times a second and the trainer learned at 0.52-0.63 of river's
+    own loop (docs/benchmarks.md). Raise it for fresher large models, at the cost of learning."""
     snapshot_fork_above_kb: int = 1024
     """Serialise in a forked child, learning meanwhile, when the last blobs of the model (and of
     the checkpoint, if this version carries one) came to more than this: pickling a few MB
