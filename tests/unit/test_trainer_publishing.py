@@ -165,3 +165,26 @@ def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> Non
         assert runtime._publish_due()
 
     asyncio.run(go())
+
+
+def test_the_budget_counts_the_cpu_time_of_serialising_not_the_wait_for_a_cpu() -> None:
+    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=0.5)
+    trainer = runtime.trainer
+    serialise = trainer.serialise
+
+    def descheduled(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.1)  # as if the thread waited 100 ms for a CPU: no CPU time spent
+        return serialise(*args, **kwargs)
+
+    trainer.serialise = descheduled  # type: ignore[method-assign]
+
+    async def go() -> None:
+        await runtime.after_batch(runtime.handle(records(runtime, 1)))
+        runtime.handle(records(runtime, 1, start=1))
+        await asyncio.sleep(0.05)
+        # By wall time (100 ms at 50 %) the next version would wait until 200 ms after the last
+        # started; by the CPU time serialising took (a few ms), it is due 50 ms later.
+        assert runtime._publish_due()
+
+    asyncio.run(go())
+    assert len(published(runtime)) == 1

@@ -280,7 +280,9 @@ class TrainerRuntime:
     async def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
         """Serialise off the event loop, so health checks and status reads are answered
         meanwhile: a small model in a worker thread while learning waits; a large one (a tree
-        of MBs, a forest) in a forked child while learning goes on (see forked.py)."""
+        of MBs, a forest) in a forked child (see forked.py). Learning goes on while the child
+        works only when the timer started the publication: after a batch, the consuming loop
+        waits for the whole publication (docs/benchmarks.md, *tried and left out*)."""
         s = self.settings
         checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
         job, cost = None, None
