@@ -291,3 +291,57 @@ def test_random_states_pickle_as_bytes_and_resume_the_same_sequence() -> None:
         assert type(restored) is random.Random
         assert restored.getstate() == original.getstate()
         assert [restored.gauss(0, 1), restored.random()] == [original.gauss(0, 1), original.random()]
+
+
+def test_unseeded_gaussians_pickle_without_their_generator_and_seeded_ones_with_it() -> None:
+    import pickle
+    import random
+
+    from river import proba
+
+    from streamwise_core.codec import dumps
+
+    unseeded, seeded = proba.Gaussian(), proba.Gaussian(seed=7)
+    for x in (1.0, 2.5, 4.0):
+        unseeded.update(x)
+        seeded.update(x)
+    seeded.sample()  # moves its generator on
+    blob = dumps({"unseeded": [unseeded, unseeded], "seeded": seeded})
+    copy = pickle.loads(blob)
+    restored = copy["unseeded"][0]
+    assert copy["unseeded"][1] is restored  # shared objects stay shared
+    assert type(restored) is proba.Gaussian and restored.seed is None
+    assert (restored.n_samples, restored.mu, restored.sigma) == (unseeded.n_samples, unseeded.mu, unseeded.sigma)
+    assert restored(3.0) == unseeded(3.0)
+    assert type(restored._rng) is random.Random and restored._rng is not unseeded._rng
+    restored.update(5.0)
+    unseeded.update(5.0)
+    assert restored.mu == unseeded.mu
+    # A seeded one resumes the same samples.
+    assert copy["seeded"]._rng.getstate() == seeded._rng.getstate()
+    assert [copy["seeded"].sample() for _ in range(3)] == [seeded.sample() for _ in range(3)]
+    # The unseeded generator's 625 words are not in the blob: a seeded Gaussian's are.
+    assert len(dumps(unseeded)) < 400 < len(dumps(seeded))
+
+
+def test_a_hoeffding_tree_blob_is_small_and_predicts_the_same_after_loading() -> None:
+    import pickle
+
+    from river import tree
+
+    from streamwise_core.codec import dumps
+    from streamwise_devstack.fraud import FraudStream
+
+    model = tree.HoeffdingTreeClassifier(grace_period=50)
+    events = FraudStream(seed=2, drift_at=10**9).take(3000)
+    numeric = [({k: float(v) for k, v in g.features.items() if not isinstance(v, str)}, g.label) for g in events]
+    for x, y in numeric:
+        model.learn_one(x, y)
+    blob = dumps(model)
+    assert len(blob) < 0.2 * len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    loaded = pickle.loads(blob)
+    assert [loaded.predict_proba_one(x) for x, _ in numeric[:300]] == [model.predict_proba_one(x) for x, _ in numeric[:300]]
+    for x, y in numeric[:500]:  # and learns on identically
+        loaded.learn_one(x, y)
+        model.learn_one(x, y)
+    assert [loaded.predict_proba_one(x) for x, _ in numeric[-300:]] == [model.predict_proba_one(x) for x, _ in numeric[-300:]]
