@@ -30,6 +30,8 @@ from streamwise_trainer.learner import OnlineLearner
 from streamwise_core.appspec import primary_metric
 from streamwise_trainer.metrics import ProgressiveMetrics
 
+from .trainer_support import learn_scored
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
 TOPICS = Topics.for_app("t", SPEC.name)
@@ -165,7 +167,7 @@ def fraud_x(seed: int = 5, n: int = 1) -> list[dict[str, Any]]:
 def test_first_binary_prediction_is_made_by_the_untrained_model() -> None:
     learner = OnlineLearner(build_model(SPEC), Task.BINARY)
     (x,) = fraud_x()
-    outcomes = [learner.learn(x, True) for _ in range(10)]
+    outcomes = [learn_scored(learner, x, True) for _ in range(10)]
     first = outcomes[0]
     assert first.y_true is True
     assert first.proba == {False: 0.5, True: 0.5}  # had it learned first, P(True) would exceed 0.5
@@ -184,7 +186,7 @@ def test_constant_binary_stream_accuracy_is_n_minus_one_over_n(n: int) -> None:
     learner = OnlineLearner(build_model(SPEC), Task.BINARY)
     (x,) = fraud_x(seed=n)
     for _ in range(n):
-        learner.learn(x, True)
+        learn_scored(learner, x, True)
     assert learner.examples_seen == n
     assert learner.metrics.snapshot()["accuracy"] == pytest.approx((n - 1) / n)
 
@@ -195,7 +197,7 @@ def test_each_outcome_is_the_prediction_of_the_model_before_that_example() -> No
     for g in FraudStream(seed=8, drift_at=10**9).take(150):
         x = to_model_input(SPEC, g.features)
         expected = reference.predict_proba_one(x)
-        outcome = learner.learn(x, g.label)
+        outcome = learn_scored(learner, x, g.label)
         assert outcome.proba == expected
         assert outcome.y_pred == max(expected, key=expected.get)
         assert outcome.y_true is g.label
@@ -213,12 +215,12 @@ def multiclass_spec() -> AppSpec:
 def test_first_multiclass_outcome_has_no_prediction() -> None:
     spec = multiclass_spec()
     learner = OnlineLearner(build_model(spec), spec.task)
-    first = learner.learn({"x": 1.0, "c": "q"}, "a")
+    first = learn_scored(learner, {"x": 1.0, "c": "q"}, "a")
     assert (first.y_true, first.y_pred, first.proba) == ("a", None, None)
-    second = learner.learn({"x": 2.0, "c": "q"}, "a")
+    second = learn_scored(learner, {"x": 2.0, "c": "q"}, "a")
     assert second.y_pred == "a" and second.proba is not None
     for i in range(8):
-        learner.learn({"x": float(i), "c": "q"}, "a")
+        learn_scored(learner, {"x": float(i), "c": "q"}, "a")
     assert learner.examples_seen == 10
     # The first example had no prediction to score; the 9 made afterwards were all right.
     assert learner.metrics.snapshot()["accuracy"] == pytest.approx(1.0)
@@ -228,11 +230,11 @@ def test_regression_outcome_and_metrics() -> None:
     spec = parse_app_spec({"name": "r", "task": "regression", "features": {"x": "float"},
                            "model": {"name": "m", "steps": [{"use": "linear_model.LinearRegression"}]}})
     learner = OnlineLearner(build_model(spec), spec.task)
-    first = learner.learn({"x": 1.0}, 5.0)
+    first = learn_scored(learner, {"x": 1.0}, 5.0)
     assert first.y_pred == 0.0 and first.proba is None
     snap = learner.metrics.snapshot()
     assert snap["mae"] == pytest.approx(5.0) and snap["rmse"] == pytest.approx(5.0)
-    second = learner.learn({"x": 1.0}, 5.0)
+    second = learn_scored(learner, {"x": 1.0}, 5.0)
     assert 0.0 < second.y_pred < 5.0
     assert learner.metrics.snapshot()["mae"] == pytest.approx((5.0 + 5.0 - second.y_pred) / 2)
 
@@ -298,7 +300,7 @@ def test_learns_the_same_as_an_online_learner_fed_directly(stream: list[Generate
     feed(trainer, [event_record(i, g.id, g.features, g.label) for i, g in enumerate(stream[:100])])
     direct = OnlineLearner(build_model(SPEC), SPEC.task)
     for g in stream[:100]:
-        direct.learn(to_model_input(SPEC, g.features), g.label)
+        learn_scored(direct, to_model_input(SPEC, g.features), g.label)
     assert trainer.state.learner.metrics.snapshot() == direct.metrics.snapshot()
     xs = probes(10)
     assert predictions(trainer, xs) == [direct.model.predict_proba_one(x) for x in xs]

@@ -24,7 +24,7 @@ from streamwise_trainer.core import Record, Trainer
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.learner import RetrainingLearner
 
-from .trainer_support import SIGNER, trainer_settings
+from .trainer_support import SIGNER, learn_scored, trainer_settings
 
 SETTINGS = trainer_settings()
 SPEC, TOPICS = SETTINGS.spec, SETTINGS.topics
@@ -121,11 +121,11 @@ def test_retraining_fits_every_m_examples_on_the_last_k() -> None:
     learner = RetrainingLearner(app)
     stream = FraudStream(seed=9, drift_at=10**9).take(1000)
     for g in stream[:199]:
-        learner.learn(g.features, g.label)
+        learn_scored(learner, g.features, g.label)
     assert learner.fits == 0 and learner.model.pipeline is None
     assert predict(learner.model, Task.BINARY, stream[0].features) == (None, None), "nothing to answer before the first fit"
     for g in stream[199:1000]:
-        learner.learn(g.features, g.label)
+        learn_scored(learner, g.features, g.label)
     assert learner.fits == 5 and learner.examples_seen == 1000
     # The model served equals a pipeline fitted by hand on the last 500 examples.
     window = stream[500:1000]

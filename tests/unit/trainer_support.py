@@ -55,3 +55,8 @@ def records(runtime: TrainerRuntime, n: int, start: int = 0) -> list[Record]:
     return out
 
 
+def learn_scored(learner: Any, x: dict[str, Any], y: Any) -> Any:
+    """One example as the trainer treats it: predict, learn, then score the prediction."""
+    outcome = learner.predict_then_learn(x, y)
+    learner.metrics.update(y, outcome.y_pred, outcome.proba)
+    return outcome

@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any, NamedTuple, Protocol
 
 from streamwise_core.appspec import AppSpec, Task
-from streamwise_core.codec import Reducers
+from streamwise_core.codec import Reducers, reduce_without
 from streamwise_core.inference import predict
 from streamwise_core.pipeline import build_model
 from streamwise_core.retrain import BatchModel, build_estimator
@@ -41,8 +41,6 @@ class Learner(Protocol):
     metrics: ProgressiveMetrics
     examples_seen: int
 
-    def learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
-
     def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
 
     def reset(self) -> None: ...
@@ -59,14 +57,9 @@ class OnlineLearner:
         self.app = app
         """The spec the model was built from, to start afresh on ``reset``."""
 
-    def learn(self, x: dict[str, Any], y: Any) -> Outcome:
-        """Predict first, then learn, and score the prediction."""
-        outcome = self.predict_then_learn(x, y)
-        self.metrics.update(y, outcome.y_pred, outcome.proba)
-        return outcome
-
     def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome:
-        """Predict, then learn; the caller scores the prediction (``metrics.update``)."""
+        """Predict, then learn; the caller scores the prediction (``metrics.update``), as the
+        trainer does in a pass of its own."""
         y_pred, proba = predict(self.model, self.task, x)
         self.model.learn_one(x, y)
         self.examples_seen += 1
@@ -92,11 +85,6 @@ class RetrainingLearner:
         self.fits = 0
         self._window: deque[tuple[dict[str, Any], Any]] = deque(maxlen=app.model.retrain.window)
         self._since_fit = 0
-
-    def learn(self, x: dict[str, Any], y: Any) -> Outcome:
-        outcome = self.predict_then_learn(x, y)
-        self.metrics.update(y, outcome.y_pred, outcome.proba)
-        return outcome
 
     def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome:
         y_pred, proba = predict(self.model, self.task, x)
@@ -137,15 +125,10 @@ def embedding_model(model_blob: bytes) -> Reducers:
     or a forest, the larger part of the checkpoint's cost)."""
 
     def reduce(learner: OnlineLearner | RetrainingLearner) -> tuple[Any, ...]:
-        fields = {name: value for name, value in vars(learner).items() if name != "model"}
-        return learner_with_model, (type(learner), fields, model_blob)
+        return reduce_without(learner, "model", _model_from_blob, model_blob)
 
     return {OnlineLearner: reduce, RetrainingLearner: reduce}
 
 
-def learner_with_model(kind: type[Any], fields: dict[str, Any], model_blob: bytes) -> Any:
-    """The learner ``embedding_model`` pickled: its fields, and its model from the blob."""
-    learner = kind.__new__(kind)
-    vars(learner).update(fields)
+def _model_from_blob(learner: OnlineLearner | RetrainingLearner, model_blob: bytes) -> None:
     learner.model = pickle.loads(model_blob)  # noqa: S301 - inside a checkpoint verified before unpickling
-    return learner
