@@ -378,9 +378,16 @@ def newest_seen(rec: Recorder, since: float = float("-inf")) -> int:
     return max((o.version for o in rec.observations if o.at >= since), default=0)
 
 
+DRAIN_QUIET_S = 2.0
+"""How long the drained state must hold (many publication intervals and consumer polls)."""
+
+
 async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s: float = 60) -> dict[str, Any]:
-    """Wait until the trainer learned every acknowledged id and the predictor serves its last version."""
+    """Wait until the trainer learned every acknowledged id, the predictor serves its last version,
+    and both stay so for ``DRAIN_QUIET_S``: a request that timed out at the client is not
+    acknowledged, yet ingest may still write it, and a version for it would follow the drain."""
     acked = len({i for r in rec.requests if r.acknowledged for i in r.ids})
+    since: dict[tuple[Any, ...], float] = {}
 
     async def settled() -> dict[str, Any] | None:
         if not alive(suite, "trainer"):
@@ -388,8 +395,14 @@ async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s:
         status = await trainer_status(http, suite)
         meta = await served_meta(http, suite)
         if status and meta and status["examples_seen"] >= acked and meta["examples_seen"] == status["examples_seen"] \
-                and status.get("registry_backlog", 0) == 0:
-            return status
+                and status.get("registry_backlog", 0) == 0 and status.get("publish_pending") is None:
+            state = (status["version"], status["examples_seen"], meta["version"])
+            first = since.setdefault(state, time.monotonic())
+            if len(since) > 1:  # it moved: start the quiet period again
+                since.clear()
+                since[state] = first = time.monotonic()
+            if time.monotonic() - first >= DRAIN_QUIET_S:
+                return status
         return None
 
     return await eventually(settled, timeout_s, f"{acked} examples learned, published and recorded", 0.25)
