@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
     """``json``: one JSON object per line (the image sets it); ``text``: lines for people."""
+    otel: bool = False
+    """FastAPI's native OpenTelemetry in the HTTP services (``telemetry.fastapi_telemetry``);
+    off by default: they export Prometheus metrics, and the per-request check costs CPU."""
     gate: GateSettings = GateSettings()
     """The validation gate a new version passes before it is served (``STREAMWISE_GATE__*``)."""
 

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
-from streamwise_core.http import BodyLimit, BodyTooLarge
+from streamwise_core.http import ApiKeyGate, BodyLimit, BodyTooLarge
 from streamwise_core.telemetry import HttpMetrics, http_metrics, instrument_app, metrics_registry
 
 LIMIT = 100
@@ -147,4 +147,7 @@ def test_ingest_limits_bodies_inside_its_metrics_middleware() -> None:
 
     spec = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "streamwise.toml"
     app = create_app(IngestSettings(app_spec=spec, log_level="WARNING", max_body_bytes=1234))
-    assert [(m.cls, m.kwargs.get("max_bytes")) for m in app.user_middleware] == [(HttpMetrics, None), (BodyLimit, 1234)]
+    # outermost first: the metrics see every answer, the key gate's 401s and the limit's 413s
+    assert [(m.cls, m.kwargs.get("max_bytes")) for m in app.user_middleware] == [
+        (HttpMetrics, None), (ApiKeyGate, None), (BodyLimit, 1234),
+    ]

@@ -1,21 +1,22 @@
-"""What the single-request speedups must not change: the API key check (one dependency, the
-same OpenAPI security scheme, the same answers), ingest's batches (closed, the same records and
-partitions as ``send_batches``) and a single prediction's record (the model's bytes)."""
+"""What the single-request speedups must not change: the API key check (a gate before routing
+now, not a dependency: the same OpenAPI security scheme, the same answers, the same metrics),
+ingest's batches (closed, the same records and partitions as ``send_batches``) and a single
+prediction's record (the model's bytes)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from streamwise_core.events import PredictionMade
-from streamwise_core.http import API_KEY_HEADER, ApiKeyCheck
+from streamwise_core.http import ApiKeyGate, require_api_key
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamwise_core.kafka import send_batches
@@ -47,7 +48,10 @@ def _ingest(keys: str = "k-one,k-two") -> FastAPI:
     return app
 
 
-async def _call(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], body: bytes = EVENT, *, read: bool = True) -> tuple[int, bytes, list[Any]]:
+async def _call(
+    app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], body: bytes = EVENT, *, read: bool = True,
+    method: str = "POST", root_path: str = "",
+) -> tuple[int, bytes, list[Any]]:
     """One request through the ASGI app; with ``read`` False, reading the body fails the test."""
 
     async def receive() -> dict[str, Any]:
@@ -60,28 +64,44 @@ async def _call(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], bod
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
-        "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": root_path, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
     }
     await app(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), sent[0]["headers"]
 
 
+REFUSED = (401, b'{"detail":"missing or invalid X-API-Key"}')
+ACCEPTED = (202, b'{"accepted":1,"ids":["e-1"]}')
+
+
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/labels"])
-async def test_write_routes_solve_one_dependency_the_key_check(path: str) -> None:
+async def test_write_routes_solve_no_dependency(path: str) -> None:
     [route] = [r for r in _ingest().routes if isinstance(r, APIRoute) and r.path == path]
-    [check] = route.dependant.dependencies
-    assert isinstance(check.call, ApiKeyCheck)
-    assert check.dependencies == []  # the header is read by the check itself, not by a dependency of it
+    assert route.dependant.dependencies == []  # the key is checked by the gate, before routing
+
+
+def test_the_gate_guards_exactly_the_write_routes() -> None:
+    [gate] = [m for m in _ingest().user_middleware if m.cls is ApiKeyGate]
+    assert {pair: route.path for pair, route in gate.kwargs["guarded"].items()} == {
+        ("POST", "/v1/events"): "/v1/events", ("POST", "/v1/labels"): "/v1/labels",
+    }
 
 
 async def test_the_openapi_security_scheme_is_unchanged() -> None:
-    doc = _ingest().openapi()
+    app = _ingest()
+    doc = app.openapi()
     assert doc["components"]["securitySchemes"] == {"APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     for path in ("/v1/events", "/v1/labels"):
         assert doc["paths"][path]["post"]["security"] == [{"APIKeyHeader": []}]
         assert [p for p in doc["paths"][path]["post"].get("parameters", []) if p["in"] == "header"] == []
+    assert "security" not in doc["paths"]["/healthz"]["get"] and "security" not in doc["paths"]["/readyz"]["get"]
+    # cached, and patched once however often it is asked for
+    assert app.openapi() is doc and doc["paths"]["/v1/events"]["post"]["security"] == [{"APIKeyHeader": []}]
+    status, served, _ = await _call(app, "/openapi.json", [], method="GET")
+    assert status == 200 and json.loads(served) == doc
 
 
 @pytest.mark.parametrize("headers", [[], [(b"x-api-key", b"")], [(b"x-api-key", b"k-three")], [(b"x-api-key", b"k-one ")],
@@ -89,26 +109,81 @@ async def test_the_openapi_security_scheme_is_unchanged() -> None:
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/labels"])
 async def test_a_missing_or_wrong_key_is_refused_before_the_body_is_read(headers: list[tuple[bytes, bytes]], path: str) -> None:
     status, body, sent_headers = await _call(_ingest(), path, headers, read=False)
-    assert (status, body) == (401, b'{"detail":"missing or invalid X-API-Key"}')
-    assert b"www-authenticate" not in dict(sent_headers)
+    assert (status, body) == REFUSED
+    assert dict(sent_headers) == {b"content-type": b"application/json", b"content-length": str(len(body)).encode()}
 
 
 @pytest.mark.parametrize("key", [b"k-one", b"k-two"])
 async def test_every_configured_key_is_admitted(key: bytes) -> None:
     status, body, _ = await _call(_ingest(), "/v1/events", [(b"x-api-key", key)])
-    assert (status, body) == (202, b'{"accepted":1,"ids":["e-1"]}')
+    assert (status, body) == ACCEPTED
 
 
-async def test_the_check_as_a_plain_dependency() -> None:
+@pytest.mark.parametrize(("first", "second", "answer"), [(b"k-one", b"wrong", ACCEPTED), (b"wrong", b"k-one", REFUSED)])
+async def test_the_first_key_header_counts(first: bytes, second: bytes, answer: tuple[int, bytes]) -> None:
+    """As ``request.headers.get``: the first ``X-API-Key`` of the request, the others are not looked at."""
+    headers = [(b"x-api-key", first), (b"x-api-key", second)]
+    assert (await _call(_ingest(), "/v1/events", headers, read=answer == ACCEPTED))[:2] == answer
+
+
+@pytest.mark.parametrize(("sent", "answer"), [(b"d\xe9j\xe0", ACCEPTED), ("déjà".encode(), REFUSED)])
+async def test_key_headers_are_read_as_latin_1(sent: bytes, answer: tuple[int, bytes]) -> None:
+    """HTTP header values are bytes; Starlette reads them as latin-1, and so does the gate."""
+    assert (await _call(_ingest("déjà"), "/v1/events", [(b"x-api-key", sent)], read=answer == ACCEPTED))[:2] == answer
+
+
+@pytest.mark.parametrize(("root_path", "path"), [
+    ("/ingest", "/ingest/v1/events"), ("/ingest", "/v1/events"), ("/v", "/v1/events"), ("", "/v1/events\n"),
+])
+async def test_the_gate_sees_the_path_the_router_matches(root_path: str, path: str) -> None:
+    """Behind a proxy's ``root_path`` (stripped as the router strips it: only where it ends at a
+    ``/``), and with the final newline the router's pattern lets through: the write route, so
+    the key is checked."""
+    app = _ingest()
+    assert (await _call(app, path, [], read=False, root_path=root_path))[:2] == REFUSED
+    assert (await _call(app, path, [(b"x-api-key", b"k-two")], root_path=root_path))[:2] == ACCEPTED
+
+
+@pytest.mark.parametrize(("method", "path", "root_path", "status", "body"), [
+    ("GET", "/v1/events", "", 405, b'{"detail":"Method Not Allowed"}'),
+    ("PUT", "/v1/labels", "", 405, b'{"detail":"Method Not Allowed"}'),
+    ("POST", "/v1/events/", "", 307, b""),
+    ("POST", "/v1/Events", "", 404, b'{"detail":"Not Found"}'),
+    ("POST", "/ingest/v1/events", "/ing", 404, b'{"detail":"Not Found"}'),
+    ("GET", "/healthz", "", 200, b'{"status":"ok"}'),
+    ("GET", "/metrics", "", 200, None),
+    ("GET", "/docs", "", 200, None),
+    ("GET", "/openapi.json", "", 200, None),
+])
+async def test_other_routes_and_methods_answer_without_a_key(
+    method: str, path: str, root_path: str, status: int, body: bytes | None,
+) -> None:
+    answered = await _call(_ingest(), path, [], method=method, root_path=root_path, read=False)
+    assert answered[0] == status and body in (None, answered[1])
+
+
+async def test_refusals_are_counted_under_their_route() -> None:
+    app = _ingest()
+    for path in ("/v1/events", "/v1/events", "/v1/labels"):
+        assert (await _call(app, path, [], read=False))[:2] == REFUSED
+    _, metrics, _ = await _call(app, "/metrics", [], method="GET")
+    text = metrics.decode()
+    assert 'streamwise_http_requests_total{method="POST",route="/v1/events",service="ingest",status="401"} 2.0' in text
+    assert 'streamwise_http_requests_total{method="POST",route="/v1/labels",service="ingest",status="401"} 1.0' in text
+    assert 'streamwise_ingest_rejected_requests_total{kind="events",reason="unauthorized"} 2.0' in text
+
+
+@pytest.mark.parametrize("guarded", [{("POST", "/nope")}, {("GET", "/w")}, {("POST", "/w/{item}")}])
+def test_only_existing_literal_routes_can_be_guarded(guarded: set[tuple[str, str]]) -> None:
     app = FastAPI()
-    from fastapi import Depends
 
-    @app.post("/w", dependencies=[Depends(ApiKeyCheck(["s3cret"]))])
-    async def write(request: Request) -> Response:
-        return Response(b"ok")
+    @app.post("/w")
+    @app.post("/w/{item}")
+    async def write() -> None:
+        pass
 
-    assert (await _call(app, "/w", [(API_KEY_HEADER.lower().encode(), b"s3cret")]))[:2] == (200, b"ok")
-    assert (await _call(app, "/w", [(API_KEY_HEADER.lower().encode(), b"s3cre")], read=False))[0] == 401
+    with pytest.raises(ValueError, match="no route"):
+        require_api_key(app, ["k"], guarded)
 
 
 # --------------------------------------------------------------------------- ingest: closed batches

@@ -1,5 +1,5 @@
 """Logs and metrics without servers: the JSON formatter, logging setup, /metrics on FastAPI apps,
-multiprocess mode, and what ingest and the predictor count."""
+multiprocess mode, what ingest and the predictor count, and FastAPI's OpenTelemetry (off unless set)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import NoOpTracer, Span, Tracer, TracerProvider
+from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,11 +28,22 @@ from streamwise_core import telemetry
 from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.settings import Settings
-from streamwise_core.telemetry import JsonFormatter, configure_logging, exposition, instrument_app, metrics_registry
+from streamwise_core.telemetry import (
+    JsonFormatter,
+    configure_logging,
+    exposition,
+    fastapi_telemetry,
+    instrument_app,
+    metrics_registry,
+)
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
+from streamwise_predictor.app import create_app as create_predictor
 from streamwise_predictor.holder import ServedModel
 from streamwise_predictor.observability import ObservedHolder, PredictorMetrics, RefusedVersions, refusal_class
+from streamwise_predictor.settings import PredictorSettings
+from streamwise_webapp.app import create_app as create_webapp
+from streamwise_webapp.settings import WebappSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
@@ -354,3 +368,76 @@ def test_each_refused_version_is_counted_once() -> None:
     text = scrape(registry)
     assert value(text, "streamwise_predictor_refused_blobs_total", model="fraud-lr", reason="signature") == 1
     assert value(text, "streamwise_predictor_refused_blobs_total", model="fraud-lr", reason="malformed") == 1
+
+
+# --------------------------------------------------------------------------- FastAPI's native OpenTelemetry
+
+
+class RecordingTracerProvider(TracerProvider):
+    """A configured tracer provider (as an SDK's would be) that records the spans started."""
+
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        spans = self.spans
+
+        class RecordingTracer(NoOpTracer):
+            def start_span(self, name: str, *a: Any, **k: Any) -> Span:
+                spans.append(name)
+                return super().start_span(name, *a, **k)
+
+        return RecordingTracer()
+
+
+@pytest.fixture
+def tracer_provider(monkeypatch: pytest.MonkeyPatch) -> RecordingTracerProvider:
+    """A global tracer provider set with ``opentelemetry.trace.set_tracer_provider``, for this test only."""
+    # The API lets a process set its provider once: start from unset, restore afterwards.
+    monkeypatch.setattr(otel_trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(otel_trace, "_TRACER_PROVIDER", None)
+    provider = RecordingTracerProvider()
+    otel_trace.set_tracer_provider(provider)
+    assert otel_trace.get_tracer_provider() is provider
+    return provider
+
+
+def test_otel_is_an_off_by_default_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).otel is False  # type: ignore[call-arg]
+    monkeypatch.setenv("STREAMWISE_OTEL", "true")
+    assert Settings(_env_file=None).otel is True  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_fastapi_traces_requests_only_with_telemetry_on(enabled: bool, tracer_provider: RecordingTracerProvider) -> None:
+    app = FastAPI(telemetry=fastapi_telemetry(enabled))
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    [r] = asyncio.run(_get(app, "/ping"))
+    assert r.status_code == 200
+    assert bool(tracer_provider.spans) is enabled, tracer_provider.spans
+
+
+def _ingest_app(otel: bool) -> FastAPI:
+    return create_ingest(IngestSettings(app_spec=APP_SPEC, otel=otel, _env_file=None))  # type: ignore[call-arg]
+
+
+def _predictor_app(otel: bool) -> FastAPI:
+    return create_predictor(PredictorSettings(app_spec=APP_SPEC, otel=otel, _env_file=None))  # type: ignore[call-arg]
+
+
+def _webapp_app(otel: bool) -> FastAPI:
+    return create_webapp(WebappSettings(app_spec=APP_SPEC, otel=otel, _env_file=None))  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("otel", [False, True])
+@pytest.mark.parametrize("build", [_ingest_app, _predictor_app, _webapp_app])
+def test_each_service_honours_the_otel_setting(
+    build: Callable[[bool], FastAPI], otel: bool, tracer_provider: RecordingTracerProvider, clean_logging: None,
+) -> None:
+    [r] = asyncio.run(_get(build(otel), "/healthz"))
+    assert r.status_code == 200
+    assert bool(tracer_provider.spans) is otel, tracer_provider.spans

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -18,17 +18,17 @@ from streamwise_core.appspec import AppSpec
 from streamwise_core.http import (
     JSON_TYPES,
     NDJSON_TYPES,
-    ApiKeyCheck,
     BodyLimit,
     install_error_handlers,
     json_response,
     problem_responses,
     read_body,
+    require_api_key,
     require_media_type,
 )
 from streamwise_core.kafka import make_producer
 from streamwise_core.schema import features_json_schema, label_json_schema
-from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
+from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
 
 from .observability import IngestMetrics
 from .parsing import parse_items
@@ -39,6 +39,8 @@ from .validation import ID_PATTERN, event_records, validate_labels
 log = logging.getLogger(__name__)
 
 ERRORS = problem_responses(401, 413, 415, 422, 503)
+WRITE_ROUTES = frozenset({("POST", "/v1/events"), ("POST", "/v1/labels")})
+"""The routes that need an API key (``require_api_key``)."""
 
 
 class Accepted(BaseModel):
@@ -130,10 +132,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         finally:
             await producer.stop()
 
-    app = FastAPI(title="Streamwise ingest", version="1", lifespan=lifespan)
+    app = FastAPI(title="Streamwise ingest", version="1", lifespan=lifespan, telemetry=fastapi_telemetry(settings.otel))
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    require_key = Depends(ApiKeyCheck(settings.api_key_list))
     readable = JSON_TYPES | NDJSON_TYPES
 
     async def items_of(request: Request) -> list[Any]:
@@ -148,7 +149,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     accepted_events = metrics.accepted.labels("events")
 
     @app.post(
-        "/v1/events", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,
+        "/v1/events", status_code=202, response_model=Accepted, responses=ERRORS,
         openapi_extra=_body_doc(event_schema(spec), settings.max_items_per_request, "event"),
     )
     async def post_events(request: Request) -> Response:
@@ -164,7 +165,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         return json_response({"accepted": len(ids), "ids": ids}, status_code=202)
 
     @app.post(
-        "/v1/labels", status_code=202, response_model=Accepted, dependencies=[require_key], responses=ERRORS,
+        "/v1/labels", status_code=202, response_model=Accepted, responses=ERRORS,
         openapi_extra=_body_doc(label_schema(spec), settings.max_items_per_request, "label"),
     )
     async def post_labels(request: Request) -> Accepted:
@@ -193,5 +194,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             ready = False
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    require_api_key(app, settings.api_key_list, WRITE_ROUTES)
     instrument_app(app, "ingest", registry, on_response=metrics.on_response)
     return app

@@ -18,7 +18,7 @@ from streamwise_core.http import JSON_TYPES, BodyLimit, Problem, install_error_h
 from streamwise_core.kafka import RecordBuffer, make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
-from streamwise_core.telemetry import configure_logging, instrument_app, metrics_registry
+from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
 
 from .holder import ServedModel
 from .observability import ObservedHolder, PredictorMetrics, RefusedVersions
@@ -103,7 +103,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(store.close(), SHUTDOWN_GRACE_S)
 
-    app = FastAPI(title="Streamwise predictor", version="1", lifespan=lifespan)
+    app = FastAPI(title="Streamwise predictor", version="1", lifespan=lifespan, telemetry=fastapi_telemetry(settings.otel))
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     errors = problem_responses(413, 415, 422, 503)

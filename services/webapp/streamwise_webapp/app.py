@@ -24,7 +24,7 @@ from streamwise_core.http import BodyLimit, install_error_handlers, problem_body
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
 from streamwise_core.signing import Signer
-from streamwise_core.telemetry import configure_logging, instrument_app
+from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app
 
 from .accounts import Accounts, Role
 from .api import router
@@ -108,6 +108,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             "back, challengers), admin (people and API keys). Writes made with the cookie need `X-CSRF-Token`."
         ),
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(settings.otel),
     )
     install_error_handlers(app)
 
