@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from streamwise_core.events import PredictionMade
-from streamwise_core.http import ApiKeyGate, require_api_key
+from streamwise_core.http import RequestRoute, ApiKeyGate, require_api_key
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamwise_core.kafka import send_batches
@@ -81,6 +81,37 @@ ACCEPTED = (202, b'{"accepted":1,"ids":["e-1"]}')
 async def test_write_routes_solve_no_dependency(path: str) -> None:
     [route] = [r for r in _ingest().routes if isinstance(r, APIRoute) and r.path == path]
     assert route.dependant.dependencies == []  # the key is checked by the gate, before routing
+    # ... and FastAPI calls the endpoint as it is: no dependency solving, no response model
+    assert isinstance(route, RequestRoute) and route.get_route_handler() is route.endpoint
+
+
+def test_a_request_route_takes_only_an_async_endpoint_of_the_request() -> None:
+    async def plain(request: Request) -> Response:
+        return Response(b"ok")
+
+    async def two(request: Request, q: int) -> Response:
+        return Response(b"ok")
+
+    def blocking(request: Request) -> Response:
+        return Response(b"ok")
+
+    async def key() -> None:
+        return None
+
+    from fastapi import Depends
+
+    assert RequestRoute("/w", plain, methods=["POST"]).get_route_handler() is plain
+    for endpoint, extra in ((two, {}), (blocking, {}), (plain, {"dependencies": [Depends(key)]})):
+        with pytest.raises(TypeError, match="RequestRoute"):
+            RequestRoute("/w", endpoint, methods=["POST"], **extra)
+
+
+async def test_the_write_routes_are_documented_as_before() -> None:
+    post = _ingest().openapi()["paths"]["/v1/events"]["post"]
+    assert post["operationId"] == "post_events_v1_events_post" and post["summary"] == "Post Events"
+    assert post["responses"]["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Accepted"}
+    assert set(post["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
+    assert {"401", "413", "415", "422", "503"} <= set(post["responses"])
 
 
 def test_the_gate_guards_exactly_the_write_routes() -> None:
