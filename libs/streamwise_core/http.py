@@ -207,8 +207,8 @@ class RequestRoute(APIRoute):
     an endpoint has no use for (FastAPI's custom route class, its way to change how a route
     handles requests). On ingest's single-event POST that work was ~10 % of the request's CPU.
 
-    Use it with ``app.router.add_api_route(..., route_class_override=RequestRoute)``; an endpoint
-    with other parameters or dependencies is refused, as FastAPI would have to fill them.
+    Declare one with ``@post_request_route(app, path, ...)``; an endpoint with other parameters
+    or dependencies is refused, as FastAPI would have to fill them.
     """
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
@@ -216,6 +216,19 @@ class RequestRoute(APIRoute):
         if self.dependencies or len(inspect.signature(endpoint).parameters) != 1 or not inspect.iscoroutinefunction(endpoint):
             raise TypeError(f"{self.path}: a RequestRoute's endpoint is `async def f(request: Request) -> Response`, with no dependencies")
         return endpoint  # type: ignore[no-any-return]
+
+
+RequestEndpoint = Callable[[Request], Awaitable[Response]]
+
+
+def post_request_route(app: FastAPI, path: str, **documented: Any) -> Callable[[RequestEndpoint], RequestEndpoint]:
+    """``@app.post(path, **documented)`` for an endpoint of the ``Request`` alone, as a ``RequestRoute``."""
+
+    def register(endpoint: RequestEndpoint) -> RequestEndpoint:
+        app.router.add_api_route(path, endpoint, methods=["POST"], route_class_override=RequestRoute, **documented)
+        return endpoint
+
+    return register
 
 
 # --------------------------------------------------------------------------- body size

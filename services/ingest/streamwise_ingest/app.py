@@ -23,7 +23,7 @@ from streamwise_core.http import (
     json_response,
     problem_responses,
     read_body,
-    RequestRoute,
+    post_request_route,
     require_api_key,
     require_media_type,
 )
@@ -149,6 +149,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     accepted_events = metrics.accepted.labels("events")
 
+    @post_request_route(
+        app, "/v1/events", status_code=202, response_model=Accepted, responses=ERRORS,
+        openapi_extra=_body_doc(event_schema(spec), settings.max_items_per_request, "event"),
+    )
     async def post_events(request: Request) -> Response:
         """Accept one event, a JSON list of events, or NDJSON; all or nothing."""
         content_type = request.headers.get("content-type")
@@ -161,6 +165,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         accepted_events.inc(len(ids))
         return json_response({"accepted": len(ids), "ids": ids}, status_code=202)
 
+    @post_request_route(
+        app, "/v1/labels", status_code=202, response_model=Accepted, responses=ERRORS,
+        openapi_extra=_body_doc(label_schema(spec), settings.max_items_per_request, "label"),
+    )
     async def post_labels(request: Request) -> Response:
         """Accept labels for earlier events, by event id; all or nothing.
 
@@ -171,17 +179,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         await request.app.state.sink.write(topics.labels, [(x.id.encode(), x.to_bytes()) for x in labels])
         metrics.accepted.labels("labels").inc(len(labels))
         return json_response({"accepted": len(labels), "ids": [x.id for x in labels]}, status_code=202)
-
-    # The write routes read and answer for themselves (RequestRoute): documented as any route,
-    # without FastAPI's dependency solving and response serialisation on the hot path.
-    for path, endpoint, schema, what in (
-        ("/v1/events", post_events, event_schema(spec), "event"),
-        ("/v1/labels", post_labels, label_schema(spec), "label"),
-    ):
-        app.router.add_api_route(
-            path, endpoint, methods=["POST"], status_code=202, response_model=Accepted, responses=ERRORS,
-            openapi_extra=_body_doc(schema, settings.max_items_per_request, what), route_class_override=RequestRoute,
-        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

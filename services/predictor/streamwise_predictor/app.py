@@ -14,7 +14,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from streamwise_core.events import utcnow
-from streamwise_core.http import JSON_TYPES, BodyLimit, Problem, install_error_handlers, problem_responses, require_media_type
+from streamwise_core.http import (
+    JSON_TYPES,
+    BodyLimit,
+    Problem,
+    install_error_handlers,
+    post_request_route,
+    problem_responses,
+    require_media_type,
+)
 from streamwise_core.kafka import RecordBuffer, make_producer
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
@@ -125,7 +133,9 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             prediction_records(answers, model.meta.model, model.meta.version, utcnow(), encoded=encoded),
         )
 
-    @app.post("/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
+    # The prediction routes read and answer for themselves (RequestRoute): no dependency solving
+    # or response-model serialisation per request.
+    @post_request_route(app, "/v1/predict", response_model=PredictionResponse, responses=errors, openapi_extra=body_doc(instance_schema(spec)))
     async def predict_one(request: Request) -> Response:
         """Predict one instance with the current model version."""
         require_media_type(request.headers.get("content-type"), JSON_TYPES)
@@ -138,8 +148,8 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         request.app.state.shadow.offer(items, answers)
         return Response(encode_prediction(answers[0], model.meta.model, model.meta.version), media_type="application/json")
 
-    @app.post(
-        "/v1/predict/batch", response_model=BatchResponse, responses=errors,
+    @post_request_route(
+        app, "/v1/predict/batch", response_model=BatchResponse, responses=errors,
         openapi_extra=body_doc(batch_schema(spec, settings.max_batch)),
     )
     async def predict_batch(request: Request) -> Response:
