@@ -205,7 +205,8 @@ class RequestRoute(APIRoute):
     it is: FastAPI documents it like any route (its ``openapi_extra`` request body, status,
     responses) but does not solve dependencies or serialise a response model for it, work such
     an endpoint has no use for (FastAPI's custom route class, its way to change how a route
-    handles requests). On ingest's single-event POST that work was ~10 % of the request's CPU.
+    handles requests). On ingest's single-event POST that work was ~24 % of the instructions
+    of the request in process (420,820 against 321,758 without it).
 
     Declare one with ``@post_request_route(app, path, ...)``; an endpoint with other parameters
     or dependencies is refused, as FastAPI would have to fill them.
