@@ -387,7 +387,7 @@ async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s:
     and both stay so for ``DRAIN_QUIET_S``: a request that timed out at the client is not
     acknowledged, yet ingest may still write it, and a version for it would follow the drain."""
     acked = len({i for r in rec.requests if r.acknowledged for i in r.ids})
-    since: dict[tuple[Any, ...], float] = {}
+    held: list[Any] = [None, 0.0]  # the drained state last seen, and since when
 
     async def settled() -> dict[str, Any] | None:
         if not alive(suite, "trainer"):
@@ -397,11 +397,9 @@ async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s:
         if status and meta and status["examples_seen"] >= acked and meta["examples_seen"] == status["examples_seen"] \
                 and status.get("registry_backlog", 0) == 0 and status.get("publish_pending") is None:
             state = (status["version"], status["examples_seen"], meta["version"])
-            first = since.setdefault(state, time.monotonic())
-            if len(since) > 1:  # it moved: start the quiet period again
-                since.clear()
-                since[state] = first = time.monotonic()
-            if time.monotonic() - first >= DRAIN_QUIET_S:
+            if state != held[0]:  # new, or it moved: the quiet period starts (again)
+                held[:] = [state, time.monotonic()]
+            elif time.monotonic() - held[1] >= DRAIN_QUIET_S:
                 return status
         return None
 

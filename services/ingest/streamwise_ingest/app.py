@@ -21,9 +21,9 @@ from streamwise_core.http import (
     BodyLimit,
     install_error_handlers,
     json_response,
+    post_request_route,
     problem_responses,
     read_body,
-    post_request_route,
     require_api_key,
     require_media_type,
 )
