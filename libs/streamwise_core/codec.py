@@ -66,8 +66,9 @@ def _reduce_random(rng: random.Random) -> tuple[Any, ...]:
 def reduce_without(obj: Any, field: str, restore: Callable[..., None], *args: Any) -> tuple[Any, ...]:
     """A reduce value for ``obj`` without its attribute ``field``: when loaded, the object gets
     its other attributes back and ``restore(obj, *args)`` puts ``field`` back (``restore``
-    must be a module-level function, ``args`` picklable)."""
-    fields = {name: value for name, value in vars(obj).items() if name != field}
+    must be a module-level function, ``args`` picklable); the other attributes are those
+    ``obj.__getstate__`` gives."""
+    fields = {name: value for name, value in (obj.__getstate__() or {}).items() if name != field}
     return _rebuilt, (type(obj), fields, restore, args)
 
 

@@ -10,6 +10,7 @@ from streamwise_core.appspec import AppSpec, Task
 from streamwise_core.codec import Reducers, reduce_without
 from streamwise_core.inference import predict
 from streamwise_core.pipeline import build_model
+from streamwise_core.progressive import PredictThenLearn
 from streamwise_core.retrain import BatchModel, build_estimator
 
 from .metrics import ProgressiveMetrics
@@ -49,6 +50,9 @@ class Learner(Protocol):
 class OnlineLearner:
     """A river model with its progressive-validation metrics."""
 
+    _step: PredictThenLearn | None = None
+    """The single pass through ``model`` (rebuilt when ``model`` is replaced; never pickled)."""
+
     def __init__(self, model: Any, task: Task, app: AppSpec | None = None) -> None:
         self.model = model
         self.task = task
@@ -60,10 +64,15 @@ class OnlineLearner:
     def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome:
         """Predict, then learn; the caller scores the prediction (``metrics.update``), as the
         trainer does in a pass of its own."""
-        y_pred, proba = predict(self.model, self.task, x)
-        self.model.learn_one(x, y)
+        step = self._step
+        if step is None or step.model is not self.model:
+            step = self._step = PredictThenLearn(self.model, self.task)
+        y_pred, proba = step(x, y)
         self.examples_seen += 1
         return Outcome(y, y_pred, proba)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in vars(self).items() if name != "_step"}
 
     def reset(self) -> None:
         """Forget what was learned (a drift action); metrics and counts go on."""
