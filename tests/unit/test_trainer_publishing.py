@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
 import time
 
 import pytest
@@ -188,3 +189,19 @@ def test_the_budget_counts_the_cpu_time_of_serialising_not_the_wait_for_a_cpu() 
 
     asyncio.run(go())
     assert len(published(runtime)) == 1
+
+
+def test_after_a_version_serialised_in_a_thread_the_trainer_learns_on_from_its_copy() -> None:
+    runtime = runtime_without_clients(publish_every_n=10, publish_every_ms=10**6, publish_busy_max=1.0, snapshot_fork_above_kb=-1)
+    models = []
+
+    async def go() -> None:
+        for batch in range(3):
+            await runtime.after_batch(runtime.handle(records(runtime, 10, start=batch * 10)))
+            models.append(runtime.trainer.state.learner.model)
+
+    asyncio.run(go())
+    assert [v for v, _ in published(runtime)] == [1, 2, 3]
+    assert len({id(m) for m in models}) == 3  # a new copy after each version
+    blob = runtime.trainer.serialise(runtime.trainer.next_meta(), SIGNER, checkpoint=False).model.blob
+    assert pickle.loads(blob)["LogisticRegression"].weights == models[-1]["LogisticRegression"].weights

@@ -22,7 +22,7 @@ from streamwise_core.signing import Signer
 from .anchors import GateAnchors
 from .drift import Drift, DriftMonitor, drift_monitor
 from .join import Example, LabelJoin
-from .learner import Learner, Outcome, embedding_model, make_learner
+from .learner import Learner, OnlineLearner, Outcome, embedding_model, make_learner
 
 
 class ConsumedRecord(Protocol):
@@ -303,6 +303,16 @@ class Trainer:
         state = pack(self.state, meta, signer, reducers=embedding_model(model.blob)) if checkpoint else None
         # The registry records the served blob's digest, which pack() filled in.
         return Snapshot(ModelMeta.model_validate_json(model.meta), model, state)
+
+    def learn_on_from(self, snapshot: Snapshot) -> None:
+        """Go on learning with the copy of the model that ``snapshot`` holds, equal to the one it
+        was pickled from. Pickling asked each object of the model for its ``__dict__``, which
+        CPython 3.11 never specialises method calls on again: the tree's learning took ~16 % more
+        instructions per example after its first version, the copy (loaded by ``codec``'s
+        attribute setter) none. Call it only while nothing has learned since ``serialise``."""
+        learner = self.state.learner
+        if isinstance(learner, OnlineLearner):
+            learner.model = pickle.loads(snapshot.model.blob)  # noqa: S301 - the bytes this process just pickled
 
     def mark_published(self, meta: ModelMeta) -> None:
         self.state.published_examples = meta.examples_seen

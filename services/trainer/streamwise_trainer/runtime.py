@@ -321,6 +321,7 @@ class TrainerRuntime:
         the time the thread waited for a CPU too, which would hold the next version back."""
         began = time.thread_time()
         snapshot = self.trainer.serialise(meta, self.signer, checkpoint=checkpoint)
+        self.trainer.learn_on_from(snapshot)
         return snapshot, time.thread_time() - began
 
     def _fork_worth_it(self, checkpoint: bool) -> bool:
