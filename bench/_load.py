@@ -29,7 +29,7 @@ import orjson
 import river
 
 from streamwise_core.appspec import AppSpec, ModelSpec, StepSpec, load_app_spec
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
+from streamwise_core.codec import ModelMeta, SignedBlob, dumps, pack, unpack
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
@@ -147,9 +147,9 @@ def pack_pickled(blob: bytes, meta: ModelMeta, signer: Signer) -> SignedBlob:
 
 
 def check_pack_parity(model: Any, signer: Signer) -> None:
-    """``pack_pickled(pickle.dumps(m))`` must equal ``codec.pack(m)`` and pass ``codec.unpack``."""
+    """``pack_pickled(codec.dumps(m))`` must equal ``codec.pack(m)`` and pass ``codec.unpack``."""
     meta = ModelMeta(app="fraud", model=MODEL, version=1, task="binary", examples_seen=0)
-    ours = pack_pickled(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), meta, signer)
+    ours = pack_pickled(dumps(model), meta, signer)
     theirs = pack(model, meta, signer)
     if ours != theirs:
         raise AssertionError("pack_pickled diverged from codec.pack")
