@@ -5,6 +5,7 @@ from __future__ import annotations
 import copyreg
 import functools
 import hashlib
+import inspect
 import io
 import pickle
 import platform
@@ -129,9 +130,10 @@ def _rebuilt_by_attributes(kind: type) -> frozenset[str] | None:
         or kind.__reduce_ex__ is not object.__reduce_ex__ or kind.__reduce__ is not object.__reduce__
         or kind.__getstate__ is not object.__getstate__  # type: ignore[attr-defined]
         or any(hasattr(kind, m) for m in ("__setstate__", "__getnewargs_ex__", "__getnewargs__"))
+        or any(vars(k).get("__slots__") for k in kind.__mro__[:-1])  # their state is (dict, slots)
     ):
         return None
-    return frozenset(name for name in dir(kind) if hasattr(getattr(kind, name, None), "__set__"))
+    return frozenset(name for name in dir(kind) if hasattr(inspect.getattr_static(kind, name, None), "__set__"))
 
 
 class _Pickler(pickle.Pickler):

@@ -58,6 +58,21 @@ class OwnState:
         self.__dict__.update(state, restored=True)
 
 
+class Slotted(Plain):
+    __slots__ = ("c",)  # beside the __dict__ that Plain's instances have
+
+    def __init__(self) -> None:
+        super().__init__(1, "one")
+        self.c = 3.5
+
+
+class Node:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.children: list[Node] = []
+        self.parent: Node | None = None
+
+
 def has_dict(obj: Any, attribute: str) -> bool:
     """Whether ``obj``'s attributes live in a ``__dict__`` (the garbage collector sees that
     dict, keyed by ``attribute`` among others) rather than inline (it sees the values); asking
@@ -80,6 +95,18 @@ def test_classes_that_load_their_own_way_still_do() -> None:
     assert setter._v == 30 and vars(setter)["v"] == 5  # the property is not called on load
     assert vars(own) == {"a": 1, "restored": True}
     assert pickle.loads(dumps({"k": [1, 2.5, "s"]})) == {"k": [1, 2.5, "s"]}
+    slotted = pickle.loads(dumps(Slotted()))
+    assert (slotted.a, slotted.b, slotted.c) == (1, "one", 3.5)  # slots are state too
+
+
+def test_cycles_load_whole_and_inline() -> None:
+    root = Node("root")
+    child = Node("child")
+    child.parent, root.children = root, [child]
+    root.parent = root
+    loaded = pickle.loads(dumps(root))
+    assert loaded.parent is loaded and loaded.children[0].parent is loaded
+    assert loaded.children[0].name == "child" and not has_dict(loaded.children[0], "name")
 
 
 def test_unseeded_gaussians_share_one_fresh_generator_seeded_ones_keep_theirs() -> None:
