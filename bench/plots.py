@@ -175,8 +175,10 @@ def learning(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                       label="target" if x == 0 else None)
     ax.set_xticks(list(xs), [f"{r['model']}\n{r['trainer_eps']:,.0f} vs {r['river_eps']:,.0f} ev/s" for r in rows], fontsize=8)
     ax.set_ylabel("trainer service / river's in-process loop")
-    ax.set_ylim(0, 1.1)
-    ax.legend(fontsize=8, loc="upper left")
+    top = max([1.0, *(r["ratio"] for r in rows), *(r["cpu_ratio"] for r in rows)])
+    ax.set_ylim(0, top * 1.3)  # room for the labels and the legend above the bars
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="dotted")
+    ax.legend(fontsize=8, loc="upper right", ncol=3)
     stamp(fig, rows[0], f"Learning throughput ({rows[0]['events']:,} labelled events per model)")
     fig.tight_layout()
     path = out / "learning_throughput.png"
