@@ -119,6 +119,7 @@ def test_unseeded_gaussians_share_one_fresh_generator_seeded_ones_keep_theirs() 
     la, lb, ls = pickle.loads(dumps([a, b, seeded]))
     assert la._rng is lb._rng and isinstance(la._rng, random.Random)
     assert ls._rng.getstate() == expected and la.mu == a.mu and lb.sigma == b.sigma
+    assert not has_dict(la, "_var")  # a tree's leaf estimators: loaded inline too
 
 
 def tree_trainer() -> Trainer:

@@ -307,9 +307,9 @@ class Trainer:
     def learn_on_from(self, snapshot: Snapshot) -> None:
         """Go on learning with the copy of the model that ``snapshot`` holds, equal to the one it
         was pickled from. Pickling asked each object of the model for its ``__dict__``, which
-        CPython 3.11 never specialises method calls on again: the tree's learning took ~16 % more
-        instructions per example after its first version, the copy (loaded by ``codec``'s
-        attribute setter) none. Call it only while nothing has learned since ``serialise``."""
+        CPython 3.11 never specialises method calls on again: with a version every 800 examples the
+        tree learned with ~16 % more instructions per example, with its copies (loaded by
+        ``codec``'s attribute setter) ~4 %, the loading included. Call it only while nothing has learned since ``serialise``."""
         learner = self.state.learner
         if isinstance(learner, OnlineLearner):
             learner.model = pickle.loads(snapshot.model.blob)  # noqa: S301 - the bytes this process just pickled
