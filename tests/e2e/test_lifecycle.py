@@ -104,6 +104,9 @@ def test_held_back_never_served_and_rollback_serves_the_earlier_blob(tmp_path: P
             # Any drop of recent accuracy holds a version back: with drift, several will be.
             "STREAMWISE_GATE__ENABLED": "true", "STREAMWISE_GATE__TOLERANCE": "0", "STREAMWISE_GATE__MIN_EXAMPLES": "300",
             "STREAMWISE_PUBLISH_EVERY_N": "150", "STREAMWISE_POLL_INTERVAL_MS": "200",
+            # A version every 150 examples, not paced by the serialising budget: each is a chance
+            # to be held back (paced, one run in four saw 23 versions and none held back).
+            "STREAMWISE_PUBLISH_BUSY_MAX": "1",
         },
     )
     db = tmp_path / "registry.db"
@@ -117,7 +120,7 @@ def test_held_back_never_served_and_rollback_serves_the_earlier_blob(tmp_path: P
         sent = 500
         client.wait_examples(1, timeout_s=120)
         with Load(suite.url("predictor"), probes) as load:
-            for _ in range(6):
+            for _ in range(10):  # until a version is held back (from 4,000 examples on)
                 client.send(stream.take(1000), batch=100)
                 sent += 1000
                 wait_for(lambda: (s := _status(suite))["examples_seen"] >= sent and s["registry_backlog"] == 0 and s,
