@@ -10,7 +10,7 @@ import pickle
 import platform
 import random
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -75,8 +75,7 @@ def reduce_without(obj: Any, field: str, restore: Callable[..., None], *args: An
 
 def _rebuilt(kind: type[Any], fields: dict[str, Any], restore: Callable[..., None], args: tuple[Any, ...]) -> Any:
     obj = kind.__new__(kind)
-    descriptors = _rebuilt_by_attributes(kind)
-    if descriptors is not None and descriptors.isdisjoint(fields):
+    if _settable_inline(kind, fields):
         _set_attributes(obj, fields)  # inline, as _Pickler loads them (a tree's Gaussians)
     else:
         vars(obj).update(fields)
@@ -141,6 +140,13 @@ def _rebuilt_by_attributes(kind: type) -> frozenset[str] | None:
     return frozenset(name for k in kind.__mro__ for name, value in vars(k).items() if hasattr(type(value), "__set__"))
 
 
+def _settable_inline(kind: type, names: Iterable[str]) -> bool:
+    """Whether ``_set_attributes`` puts attributes ``names`` back on a ``kind`` as its default
+    loading would (and keeps them inline)."""
+    descriptors = _rebuilt_by_attributes(kind)
+    return descriptors is not None and descriptors.isdisjoint(names)
+
+
 class _Pickler(pickle.Pickler):
     """Objects of plain classes are loaded by setting their attributes one by one instead of
     filling their ``__dict__``: CPython 3.11 keeps the attributes of an object inline until its
@@ -150,13 +156,10 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
-        if kind in self.dispatch_table:  # type: ignore[attr-defined]
-            return NotImplemented
-        descriptors = _rebuilt_by_attributes(kind)
-        if descriptors is None:
+        if kind in self.dispatch_table or _rebuilt_by_attributes(kind) is None:  # type: ignore[attr-defined]
             return NotImplemented
         state = obj.__dict__
-        if not state or (descriptors and not descriptors.isdisjoint(state)):
+        if not state or not _settable_inline(kind, state):
             return NotImplemented
         return copyreg.__newobj__, (kind,), state, None, None, _set_attributes
 

@@ -60,14 +60,9 @@ class PredictThenLearn:
             return prediction
         pre, final = fused
         x_predict, x_learn = pre(x, x, y)
-        if self.task is Task.REGRESSION:
-            y_pred, proba = final.predict_one(x_predict), None
-        else:
-            proba = final.predict_proba_one(x_predict)
-            y_pred = max(proba, key=proba.get) if proba else None
-            proba = proba or None
+        prediction = predict(final, self.task, x_predict)
         final.learn_one(x_learn, y)
-        return y_pred, proba
+        return prediction
 
 
 def _fuse(model: Any) -> tuple[Pass, Any] | None:
