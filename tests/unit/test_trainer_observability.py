@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from streamwise_core.telemetry import exposition
 from streamwise_trainer.app import create_app
+from streamwise_trainer.core import Snapshot
 from streamwise_trainer.observability import TrainerCollector, register_observability
 
 from .test_telemetry import value
-from .trainer_support import MODEL, records, runtime_without_clients, trainer_settings
+from .trainer_support import MODEL, FakeClock, records, runtime_without_clients, trainer_settings
 
 def scrape(registry: CollectorRegistry) -> str:
     return exposition(registry, None, all_workers=False)[0].decode()
@@ -41,12 +42,20 @@ def test_learning_shows_at_scrape_time_without_any_call_in_the_hot_loop() -> Non
 
 
 def test_each_publication_reports_its_duration_freshness_and_sizes() -> None:
-    runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=10**6)
+    clock = FakeClock()
+    runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=10**6)
     registry = register_observability(_FakeFaust(), runtime)
+    publish = runtime._publisher.publish  # type: ignore[union-attr]
+
+    async def storing_takes_50_ms(snapshot: Snapshot) -> None:
+        clock.advance(0.05)
+        await publish(snapshot)
+
+    runtime._publisher.publish = storing_takes_50_ms  # type: ignore[union-attr,method-assign]
 
     async def learn_then_publish() -> None:
         await runtime.after_batch(runtime.handle(records(runtime, 50)))  # nothing due: only noted
-        await asyncio.sleep(0.2)
+        clock.advance(0.2)
         await runtime.after_batch(runtime.handle(records(runtime, 50, start=50)))
         await runtime.publish()
 
@@ -57,8 +66,9 @@ def test_each_publication_reports_its_duration_freshness_and_sizes() -> None:
     assert value(text, "streamwise_trainer_model_version", model=MODEL) == 1
     assert value(text, "streamwise_trainer_unpublished_examples", model=MODEL) == 0
     waited = value(text, "streamwise_trainer_learned_to_published_seconds_sum", model=MODEL)
-    assert waited is not None and 0.2 <= waited < 10, "from the first example learned, not the last"
+    assert waited == pytest.approx(0.25), "from the first example learned, not the last"
     assert value(text, "streamwise_trainer_publish_duration_seconds_count", model=MODEL) == 1
+    assert value(text, "streamwise_trainer_publish_duration_seconds_sum", model=MODEL) == pytest.approx(0.05)
     assert (value(text, "streamwise_trainer_checkpoint_bytes", model=MODEL) or 0) > (value(text, "streamwise_trainer_model_bytes", model=MODEL) or 0) > 0
     assert time.time() - (value(text, "streamwise_trainer_last_published_timestamp_seconds", model=MODEL) or 0) < 60
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pickle
-import time
 
 import pytest
 
 from streamwise_trainer import runtime as runtime_module
-from streamwise_trainer.core import Rejected, Trainer
+from streamwise_trainer.core import Record, Rejected, Trainer
 
-from .trainer_support import SIGNER, records, runtime_without_clients
+from .trainer_support import SIGNER, FakeClock, records, runtime_without_clients
 
 
 def published(runtime) -> list[tuple[int, bool]]:  # type: ignore[no-untyped-def]
@@ -20,12 +19,16 @@ def published(runtime) -> list[tuple[int, bool]]:  # type: ignore[no-untyped-def
 
 
 def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() -> None:
-    runtime = runtime_without_clients(publish_every_n=10, publish_every_ms=10**6, checkpoint_every_ms=300, publish_busy_max=1.0)
+    clock = FakeClock()
+    runtime = runtime_without_clients(
+        clock=clock, publish_every_n=10, publish_every_ms=10**6, checkpoint_every_ms=300, publish_busy_max=1.0,
+    )
 
     async def go() -> None:
         for batch in range(4):
             await runtime.after_batch(runtime.handle(records(runtime, 10, start=batch * 10)))
-        await asyncio.sleep(0.35)
+            clock.advance(0.05)
+        clock.advance(0.15)  # 300 ms after the first checkpoint
         await runtime.after_batch(runtime.handle(records(runtime, 10, start=40)))
 
     asyncio.run(go())
@@ -33,20 +36,29 @@ def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() ->
 
 
 def test_serialising_takes_at_most_the_configured_share_of_the_time() -> None:
-    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=0.01)
+    clock, cpu = FakeClock(), FakeClock()
+    runtime = runtime_without_clients(clock=clock, cpu_clock=cpu, publish_every_n=1, publish_every_ms=0, publish_busy_max=0.01)
+    serialise = runtime.trainer.serialise
 
-    async def go() -> float:
-        started = time.monotonic()
+    def costly(*args, **kwargs):  # type: ignore[no-untyped-def]
+        cpu.advance(0.002)  # every version takes 2 ms of CPU to serialise
+        return serialise(*args, **kwargs)
+
+    runtime.trainer.serialise = costly  # type: ignore[method-assign]
+
+    async def go() -> list[int]:
+        counts = []
         for i in range(30):
             await runtime.after_batch(runtime.handle(records(runtime, 1, start=i)))
-        return time.monotonic() - started
+            counts.append(len(published(runtime)))
+            clock.advance(0.01)
+        return counts
 
-    elapsed = asyncio.run(go())
+    counts = asyncio.run(go())
     # Without the budget each batch would publish (30 versions); with 1 % of the time for
-    # serialising, the next version waits 99 times as long as the last one took.
-    assert 1 <= len(published(runtime)) < 30
-    assert runtime.trainer.unpublished > 0
-    assert elapsed < 5
+    # serialising, a version that took 2 ms is followed by the next 200 ms after it started.
+    assert counts == [1] * 20 + [2] * 10
+    assert runtime.trainer.unpublished == 9
 
 
 def test_shutdown_checkpoint_publishes_what_is_new_with_a_checkpoint() -> None:
@@ -88,7 +100,8 @@ class LeaseTakenStore:
 
 
 def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -> None:
-    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=1.0, writer_lease_ms=30)
+    clock = FakeClock()
+    runtime = runtime_without_clients(clock=clock, publish_every_n=1, publish_every_ms=0, publish_busy_max=1.0, writer_lease_ms=30)
     runtime.writer = "me"
     exits: list[bool] = []
     runtime.on_fenced = lambda: exits.append(True)
@@ -96,11 +109,11 @@ def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -
     async def go() -> None:
         runtime._store = LeaseTakenStore("me")  # type: ignore[assignment]
         await runtime.after_batch(runtime.handle(records(runtime, 5)))
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)  # past a third of the lease: due for renewal
         await runtime.tick()  # renews: still ours
-        assert not runtime.fenced
+        assert not runtime.fenced and runtime._store.claims == 1  # type: ignore[union-attr]
         runtime._store = LeaseTakenStore("other-trainer")  # type: ignore[assignment]
-        await asyncio.sleep(0.02)
+        clock.advance(0.02)
         await runtime.tick()
         await runtime.after_batch(runtime.handle(records(runtime, 5, start=5)))
         await runtime.checkpoint_now()
@@ -110,27 +123,48 @@ def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -
     assert published(runtime) == [(1, True)]  # nothing after the lease was lost
 
 
-def test_a_large_batch_is_learned_in_runs_with_the_event_loop_turning_between_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(runtime_module, "LOOP_TURN_S", 0.005)
-    runtime = runtime_without_clients()
+def test_a_large_batch_is_learned_in_runs_sized_to_a_loop_turn_with_the_loop_turning_between_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runtime_module, "LOOP_TURN_S", 0.05)
+    clock = FakeClock()
+    runtime = runtime_without_clients(clock=clock)
+    cost_s = 1 / 1024  # each record takes this long on the runtime's clock
+    runs: list[int] = []
+    handle_many = runtime.trainer.handle_many
+
+    def timed(batch: list[Record]) -> list[Rejected]:
+        runs.append(len(batch))
+        clock.advance(cost_s * len(batch))
+        return handle_many(batch)
+
+    runtime.trainer.handle_many = timed  # type: ignore[method-assign]
     batch = records(runtime, 1500)
     batch.insert(700, dataclasses.replace(batch[0], value=b"{"))
     batch = [dataclasses.replace(r, offset=i) for i, r in enumerate(batch)]
-    turns = 0
+    runs_seen_by_others: list[int] = []
 
-    async def go() -> list[Rejected]:
-        nonlocal turns
+    async def go(batch: list[Record]) -> list[Rejected]:
         learning = asyncio.ensure_future(runtime.learn(batch))
         while not learning.done():
-            turns += 1
+            runs_seen_by_others.append(len(runs))
             await asyncio.sleep(0)
         return await learning
 
-    rejected = asyncio.run(go())
+    rejected = asyncio.run(go(batch))
     assert [r.record.offset for r in rejected] == [700]
     assert runtime.trainer.examples_seen == 1500
-    assert turns >= 10, "the loop turned between runs of about 5 ms"
-    assert 1 <= runtime._run_size <= runtime_module.MAX_RUN
+    # 64 to start with, then as many as take 50 ms: 51.2 records of 1/1024 s.
+    assert runs == [64] + [51] * 28 + [9]
+    assert sorted(set(runs_seen_by_others)) == list(range(len(runs))), "another task ran between every two runs"
+
+    cost_s = 4 / 1024  # the model grew: records take four times as long
+    runs.clear()
+    asyncio.run(go(records(runtime, 100, start=1500)))
+    assert runs == [51, 12, 12, 12, 12, 1]
+
+    cost_s = 0.0  # a clock that did not move: the longest run allowed
+    runs.clear()
+    asyncio.run(go(records(runtime, 600, start=1600)))
+    assert runs == [12, runtime_module.MAX_RUN, 76]
 
 
 def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
@@ -146,22 +180,24 @@ def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
 
 
 def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> None:
-    runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=200, publish_busy_max=1.0)
+    clock = FakeClock()
+    runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=200, publish_busy_max=1.0)
     publisher = runtime._publisher
     stored = publisher.publish
 
     async def slow_publish(snapshot) -> None:  # type: ignore[no-untyped-def]
-        await asyncio.sleep(0.15)  # storing takes most of the interval
+        clock.advance(0.15)  # storing takes most of the interval
         await stored(snapshot)
 
     publisher.publish = slow_publish  # type: ignore[method-assign]
 
     async def go() -> None:
         runtime.handle(records(runtime, 5))
-        started = time.monotonic()
         await runtime.publish()
         runtime.handle(records(runtime, 5, start=5))
-        await asyncio.sleep(max(0.0, started + 0.21 - time.monotonic()))
+        clock.advance(0.04)
+        assert not runtime._publish_due()  # 190 ms after the first version started
+        clock.advance(0.02)
         # 210 ms after the first version started (60 ms after it was stored), the next is due.
         assert runtime._publish_due()
 
@@ -169,12 +205,14 @@ def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> Non
 
 
 def test_the_budget_counts_the_cpu_time_of_serialising_not_the_wait_for_a_cpu() -> None:
-    runtime = runtime_without_clients(publish_every_n=1, publish_every_ms=0, publish_busy_max=0.5)
+    clock, cpu = FakeClock(), FakeClock()
+    runtime = runtime_without_clients(clock=clock, cpu_clock=cpu, publish_every_n=1, publish_every_ms=0, publish_busy_max=0.5)
     trainer = runtime.trainer
     serialise = trainer.serialise
 
     def descheduled(*args, **kwargs):  # type: ignore[no-untyped-def]
-        time.sleep(0.1)  # as if the thread waited 100 ms for a CPU: no CPU time spent
+        clock.advance(0.1)  # the thread waited 100 ms for a CPU
+        cpu.advance(0.002)  # and spent 2 ms serialising
         return serialise(*args, **kwargs)
 
     trainer.serialise = descheduled  # type: ignore[method-assign]
@@ -182,9 +220,8 @@ def test_the_budget_counts_the_cpu_time_of_serialising_not_the_wait_for_a_cpu() 
     async def go() -> None:
         await runtime.after_batch(runtime.handle(records(runtime, 1)))
         runtime.handle(records(runtime, 1, start=1))
-        await asyncio.sleep(0.05)
         # By wall time (100 ms at 50 %) the next version would wait until 200 ms after the last
-        # started; by the CPU time serialising took (a few ms), it is due 50 ms later.
+        # started; by the CPU time serialising took (2 ms), it was due 4 ms after it started.
         assert runtime._publish_due()
 
     asyncio.run(go())

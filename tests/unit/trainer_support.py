@@ -38,9 +38,25 @@ def trainer_settings(**changes: Any) -> TrainerSettings:
     return TrainerSettings(app_spec=ROOT / "examples" / "fraud" / "streamwise.toml", _env_file=None, **changes)  # type: ignore[call-arg]
 
 
-def runtime_without_clients(**changes: Any) -> TrainerRuntime:
+class FakeClock:
+    """A clock that moves only when a test moves it: what the runtime decides, not how fast the host is."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def runtime_without_clients(*, clock: FakeClock | None = None, cpu_clock: FakeClock | None = None, **changes: Any) -> TrainerRuntime:
+    """A runtime on fake clocks (wall and CPU): time passes only when the test advances them."""
     settings = trainer_settings(**changes)
-    runtime = TrainerRuntime(settings, Trainer(settings.spec, settings.topics), SIGNER)
+    runtime = TrainerRuntime(
+        settings, Trainer(settings.spec, settings.topics), SIGNER, clock=clock or FakeClock(), cpu_clock=cpu_clock or FakeClock(),
+    )
     runtime._started = True  # clients are never used below: no Kafka, no Redis
     runtime._publisher = FakePublisher()  # type: ignore[assignment]
     return runtime

@@ -50,22 +50,35 @@ def smoothed(previous: float | None, latest: float, weight: float = 0.2) -> floa
 class TrainerRuntime:
     """Owns the trainer and its clients; clients start lazily inside faust's event loop."""
 
-    def __init__(self, settings: TrainerSettings, trainer: Trainer, signer: Signer, *, writer: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        trainer: Trainer,
+        signer: Signer,
+        *,
+        writer: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
+        """Decides when versions, checkpoints, lease renewals and retries are due, and sizes runs."""
+        self._cpu_clock = cpu_clock
+        """The CPU time of the thread serialising a version (the serialising budget)."""
         self.trainer = trainer
         self.signer = signer
         self.writer = writer
         """This trainer's name in the single-writer lease; ``None``: no lease (unit tests)."""
         self.fenced = False
         """Another trainer took the lease: nothing more is published."""
-        self._lease_renewed = time.monotonic()
+        self._lease_renewed = self._clock()
         self.on_fenced: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
         """What losing the lease does after publishing stopped: a graceful shutdown."""
         self._lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
         """Held while learning and while serialising in a worker thread: never both at once."""
         self._started = False
-        self._last_publish = time.monotonic()
+        self._last_publish = self._clock()
         self._last_checkpoint = float("-inf")  # the first version always carries one
         self._next_publish_at = 0.0
         """When serialising again keeps the share of time spent on it under ``publish_busy_max``."""
@@ -208,12 +221,12 @@ class TrainerRuntime:
         async with self._state_lock:
             at = 0
             while at < len(records):
-                size = self._run_size
-                started = time.monotonic()
-                rejected += self.trainer.handle_many(records[at:at + size])
-                at += size
-                spent = time.monotonic() - started
-                self._run_size = max(1, min(MAX_RUN, int(size * LOOP_TURN_S / spent) if spent > 0 else MAX_RUN))
+                run = records[at:at + self._run_size]
+                started = self._clock()
+                rejected += self.trainer.handle_many(run)
+                at += len(run)
+                spent = self._clock() - started
+                self._run_size = max(1, min(MAX_RUN, int(len(run) * LOOP_TURN_S / spent) if spent > 0 else MAX_RUN))
                 if at < len(records):
                     await asyncio.sleep(0)
         return rejected
@@ -224,7 +237,7 @@ class TrainerRuntime:
     async def after_batch(self, rejected: list[Rejected]) -> None:
         await self.start()
         if self._unpublished_since is None and self.trainer.unpublished > 0:
-            self._unpublished_since = time.monotonic()
+            self._unpublished_since = self._clock()
         for item in rejected:
             await self._dead_letter(item)
         for found in self.trainer.take_drifts():
@@ -247,7 +260,7 @@ class TrainerRuntime:
         it, stop publishing at once and shut down (the other one is the writer now)."""
         if self.writer is None or self.fenced or self._store is None:
             return
-        if time.monotonic() - self._lease_renewed < self.settings.writer_lease_ms / 3000:
+        if self._clock() - self._lease_renewed < self.settings.writer_lease_ms / 3000:
             return
         model = self.settings.spec.model.name
         try:
@@ -256,7 +269,7 @@ class TrainerRuntime:
             log.warning("could not renew the writer lease (nobody else can take it meanwhile): %s", exc)
             return
         if holder == self.writer:
-            self._lease_renewed = time.monotonic()
+            self._lease_renewed = self._clock()
             return
         self.fenced = True
         log.critical("the writer lease of %s is held by %s: this trainer stops publishing and exits", model, holder)
@@ -267,7 +280,7 @@ class TrainerRuntime:
         after ``publish_every_ms``."""
         if self._pending is not None:
             return True
-        now = time.monotonic()
+        now = self._clock()
         unpublished = self.trainer.unpublished
         if unpublished <= 0 or now < self._next_publish_at:
             return False
@@ -275,7 +288,7 @@ class TrainerRuntime:
         return unpublished >= self.settings.publish_every_n or elapsed_ms >= self.settings.publish_every_ms
 
     def _may_publish(self) -> bool:
-        return time.monotonic() >= self._retry_at
+        return self._clock() >= self._retry_at
 
     async def _snapshot(self, *, checkpoint: bool = False) -> Snapshot:
         """Serialise off the event loop, so health checks and status reads are answered
@@ -284,10 +297,10 @@ class TrainerRuntime:
         works only when the timer started the publication: after a batch, the consuming loop
         waits for the whole publication (docs/benchmarks.md, *tried and left out*)."""
         s = self.settings
-        checkpoint = checkpoint or (time.monotonic() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
+        checkpoint = checkpoint or (self._clock() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
         job, cost = None, None
         async with self._state_lock:
-            started = time.monotonic()
+            started = self._clock()
             meta = self.trainer.next_meta()
             if self._fork_worth_it(checkpoint):
                 trainer, signer = self.trainer, self.signer
@@ -307,7 +320,7 @@ class TrainerRuntime:
                     meta = self.trainer.next_meta(meta.version)
                     snapshot, cost = await asyncio.to_thread(self._serialise_timed, meta, checkpoint)
         if cost is None:  # a forked child: its time, from the fork to its bytes here
-            cost = time.monotonic() - started
+            cost = self._clock() - started
         if not checkpoint or self._serialise_s is None:  # what a version costs, not a checkpoint
             self._serialise_s = smoothed(self._serialise_s, cost)
         self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
@@ -319,10 +332,10 @@ class TrainerRuntime:
     def _serialise_timed(self, meta: ModelMeta, checkpoint: bool) -> tuple[Snapshot, float]:
         """``Trainer.serialise`` and the CPU time it took: on a busy host the wall time counts
         the time the thread waited for a CPU too, which would hold the next version back."""
-        began = time.thread_time()
+        began = self._cpu_clock()
         snapshot = self.trainer.serialise(meta, self.signer, checkpoint=checkpoint)
         self.trainer.learn_on_from(snapshot)
-        return snapshot, time.thread_time() - began
+        return snapshot, self._cpu_clock() - began
 
     def _fork_worth_it(self, checkpoint: bool) -> bool:
         """Sizes, not times, decide: they do not change with the host's load."""
@@ -350,19 +363,19 @@ class TrainerRuntime:
         if self.fenced:
             return
         async with self._lock:
-            begun = time.monotonic()
+            begun = self._clock()
             if self._pending is None:
                 if self.trainer.unpublished <= 0:
                     return  # published meanwhile by the other caller (batch or timer)
                 self._pending = await self._snapshot()
             snapshot = self._pending
-            started = time.monotonic()
+            started = self._clock()
             try:
                 await self._publisher.publish(snapshot)
             except Exception as exc:  # noqa: BLE001 - BackendUnavailable, or anything else: retry later
                 self.publish_failures += 1
                 self._backoff_s = min(max(self._backoff_s * 2, 0.25), MAX_PUBLISH_BACKOFF_S)
-                self._retry_at = time.monotonic() + self._backoff_s
+                self._retry_at = self._clock() + self._backoff_s
                 log.warning(
                     "publishing v%s failed, retrying the same version in %.2fs: %s",
                     snapshot.meta.version, self._backoff_s, exc if isinstance(exc, BackendUnavailable) else repr(exc),
@@ -388,7 +401,7 @@ class TrainerRuntime:
             )
 
     def _observe_publish(self, snapshot: Snapshot, started: float) -> None:
-        now = time.monotonic()
+        now = self._clock()
         waited = now - (self._unpublished_since if self._unpublished_since is not None else started)
         # Examples learned while this version was being published wait for the next one.
         self._unpublished_since = started if self.trainer.unpublished > 0 else None
