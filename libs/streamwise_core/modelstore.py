@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from redis.exceptions import WatchError
 
 from .codec import SignedBlob
 from .errors import BackendUnavailable, BlobRefused
+from .retention import Retention
 from .signing import Signature
 
 
@@ -55,6 +57,37 @@ if (not holder) or holder == ARGV[1] then
 end
 return holder
 """
+_PRUNE = """
+-- KEYS: versions index, served index, pinned set, current pointer
+-- ARGV: version key prefix, keep_last, rollback_window, served-since cutoff (ms), most deletions
+local versions, served, pinned, current = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, keep_last, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local cutoff, most = ARGV[4], tonumber(ARGV[5])
+-- the newest keep_last versions are never candidates
+local newest = redis.call('ZREVRANGE', versions, keep_last - 1, keep_last - 1, 'WITHSCORES')
+if #newest == 0 then return 0 end
+local keep = {}
+local pointer = redis.call('GET', current)
+if pointer then keep[pointer] = true end
+for _, v in ipairs(redis.call('ZREVRANGE', served, 0, window - 1)) do keep[v] = true end
+for _, v in ipairs(redis.call('ZRANGEBYSCORE', served, cutoff, '+inf')) do keep[v] = true end
+-- and the one(s) current when the grace period began
+local before = redis.call('ZREVRANGEBYSCORE', served, '(' .. cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #before > 0 then
+  for _, v in ipairs(redis.call('ZRANGEBYSCORE', served, before[2], before[2])) do keep[v] = true end
+end
+for _, v in ipairs(redis.call('SMEMBERS', pinned)) do keep[v] = true end
+local deleted = 0
+for _, v in ipairs(redis.call('ZRANGEBYSCORE', versions, '-inf', '(' .. newest[2], 'LIMIT', 0, most)) do
+  if not keep[v] then
+    redis.call('UNLINK', prefix .. v)
+    redis.call('ZREM', versions, v)
+    redis.call('ZREM', served, v)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -62,22 +95,30 @@ return 0
 
 
 class ModelStore:
-    """Keys live under ``{prefix}:{app}``; every write of a version is one transaction."""
+    """Keys live under ``{prefix}:{app}``; every write of a version is one transaction.
 
-    def __init__(self, client: aioredis.Redis, prefix: str, app: str) -> None:
+    Besides each version's hash, a model has an index of its stored versions (a sorted set), the
+    versions made current with when (another), and the versions pinned by operators (a set):
+    what ``prune`` reads to delete old blobs atomically.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, app: str, *, clock: Callable[[], float] = time.time) -> None:
         self._r = client
         self._base = f"{prefix}:{app}"
         self.channel = f"{self._base}:announcements"
+        self._clock = clock
+        """Wall time, for when versions were made current (compared across services: the grace
+        period is minutes, far above the skew of synchronised clocks)."""
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, app: str) -> ModelStore:
+    def from_url(cls, url: str, prefix: str, app: str, *, clock: Callable[[], float] = time.time) -> ModelStore:
         # A restarted Redis leaves stale pooled connections: retry once on a fresh one.
         client = aioredis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        return cls(client, prefix, app)
+        return cls(client, prefix, app, clock=clock)
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -96,6 +137,15 @@ class ModelStore:
 
     def _latest_key(self, model: str) -> str:
         return f"{self._base}:model:{model}:latest"
+
+    def _versions_key(self, model: str) -> str:
+        return f"{self._base}:model:{model}:versions"
+
+    def _served_key(self, model: str) -> str:
+        return f"{self._base}:model:{model}:served"
+
+    def _pinned_key(self, model: str) -> str:
+        return f"{self._base}:model:{model}:pinned"
 
     def _writer_key(self, model: str) -> str:
         return f"{self._base}:trainer:{model}:writer"
@@ -215,12 +265,12 @@ class ModelStore:
         try:
             async with self._r.pipeline(transaction=True) as pipe:
                 pipe.hset(self._version_key(model, version), mapping=self._fields(signed))
+                pipe.zadd(self._versions_key(model), {str(version): version})
                 if checkpoint is not None:
                     pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))
                 pipe.set(self._latest_key(model), version)
                 if make_current:
-                    pipe.set(self._current_key(model), version)
-                    pipe.incr(self._generation_key(model))
+                    self._move_pointer(pipe, model, version)
                 results = await pipe.execute()
             if make_current:
                 await self.announce(model, version, int(results[-1]))
@@ -253,6 +303,7 @@ class ModelStore:
             pipe.hset(self._version_key(model, version), mapping={
                 **self._fields(signed), "gate": json.dumps(record, default=str),
             })
+            pipe.zadd(self._versions_key(model), {str(version): version})
             if checkpoint is not None:
                 pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))
             pipe.set(self._latest_key(model), version)
@@ -270,7 +321,9 @@ class ModelStore:
         return serve, record
 
     def _move_pointer(self, pipe: Any, model: str, version: int) -> None:
-        """Queue the pointer move and its new generation (the last reply is the generation)."""
+        """Queue the pointer move, when it happened and its new generation (the last reply is
+        the generation)."""
+        pipe.zadd(self._served_key(model), {str(version): int(self._clock() * 1000)})
         pipe.set(self._current_key(model), version)
         pipe.incr(self._generation_key(model))
 
@@ -366,9 +419,8 @@ class ModelStore:
         """Point ``current`` at ``version`` as is (a new generation; the version is not checked)."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.set(self._current_key(model), version)
-                pipe.incr(self._generation_key(model))
-                _, generation = await pipe.execute()
+                self._move_pointer(pipe, model, version)
+                *_, generation = await pipe.execute()
             await self.announce(model, version, int(generation))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
@@ -382,7 +434,81 @@ class ModelStore:
     async def put_raw(self, model: str, version: int, fields: dict[str, Any]) -> None:
         """Write version fields as given (operators' repair tool, and tamper tests)."""
         try:
-            await self._r.hset(self._version_key(model, version), mapping=fields)
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._version_key(model, version), mapping=fields)
+                pipe.zadd(self._versions_key(model), {str(version): version})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def pin(self, model: str, version: int) -> None:
+        """Keep ``version``'s blob whatever the retention; ``LookupError`` if it is not stored."""
+        version_key = self._version_key(model, version)
+
+        async def write(pipe: Any) -> None:
+            if not await pipe.exists(version_key):
+                raise LookupError(f"{model} v{version} is not stored")
+            pipe.multi()
+            pipe.sadd(self._pinned_key(model), version)
+
+        await self._optimistic((version_key,), write)
+
+    async def unpin(self, model: str, version: int) -> bool:
+        """Let retention delete ``version`` again; ``False`` if it was not pinned."""
+        try:
+            return bool(await self._r.srem(self._pinned_key(model), version))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def pinned(self, model: str) -> list[int]:
+        try:
+            members = await self._r.smembers(self._pinned_key(model))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return sorted(int(m) for m in members)
+
+    async def stored_versions(self, model: str) -> list[int]:
+        """The versions whose blobs are stored, oldest first."""
+        try:
+            members = await self._r.zrange(self._versions_key(model), 0, -1)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return [int(m) for m in members]
+
+    async def index_versions(self, model: str) -> int:
+        """Add the version hashes stored before there was an index (found with SCAN) to it, so
+        retention reaches them; returns how many were added."""
+        pattern = self._version_key(model, 0)[:-1] + "*"
+        found: dict[str, int] = {}
+        try:
+            async for key in self._r.scan_iter(match=pattern, count=1000):
+                tail = key.decode().rsplit(":", 1)[-1]
+                if tail.isdigit():
+                    found[tail] = int(tail)
+            if not found:
+                return 0
+            return int(await self._r.zadd(self._versions_key(model), found, nx=True))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+
+    async def prune(self, model: str, retention: Retention) -> int:
+        """Delete the blobs ``retention`` does not keep, in one atomic step (no pointer can move
+        to a version while it is being deleted); returns how many were deleted."""
+        cutoff_ms = int((self._clock() - retention.grace_s) * 1000)
+        keys = (self._versions_key(model), self._served_key(model), self._pinned_key(model), self._current_key(model))
+        try:
+            deleted = await self._r.eval(
+                _PRUNE, len(keys), *keys, self._version_key(model, 0)[:-1],
+                max(retention.keep_last, 1), max(retention.rollback_window, 0), cutoff_ms, retention.most_per_prune,
+            )
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"redis: {exc}") from exc
+        return int(deleted)
+
+    async def forget_checkpoint(self, model: str) -> None:
+        """Delete ``model``'s checkpoint (a retired model no trainer resumes)."""
+        try:
+            await self._r.unlink(self._checkpoint_key(model))
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .appspec import AppSpec, load_app_spec
 from .lifecycle.gate import GateSettings
+from .retention import Retention
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     """FastAPI's native OpenTelemetry in the HTTP services (``telemetry.fastapi_telemetry``);
     off by default: they export Prometheus metrics, and the per-request check costs CPU."""
     gate: GateSettings = GateSettings()
+    retention: Retention = Retention()
+    """Which version blobs stay in Redis (``STREAMWISE_RETENTION__KEEP_LAST``, ...; see retention.py)."""
     """The validation gate a new version passes before it is served (``STREAMWISE_GATE__*``)."""
 
     @field_validator("topic_prefix")

@@ -1,0 +1,25 @@
+"""How much of a model's history is kept: blobs in Redis and rows in the SQL registry."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Retention(BaseModel):
+    """Which version blobs of a model stay in Redis (``STREAMWISE_RETENTION__*``); every
+    other one is deleted after each publication.
+
+    Kept: the newest ``keep_last`` versions; the current one; the last ``rollback_window``
+    versions that were current (what a rollback can go back to); every version that was current
+    during the last ``grace_s`` (a predictor told of one a moment ago may still be fetching it);
+    and the versions an operator pinned.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    keep_last: int = Field(default=20, ge=1)
+    rollback_window: int = Field(default=10, ge=0)
+    grace_s: float = Field(default=300.0, ge=0)
+    most_per_prune: int = Field(default=1000, ge=1)
+    """Most blobs one pruning deletes: a backlog goes over several publications, never
+    holding Redis for long."""
