@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     """FastAPI's native OpenTelemetry in the HTTP services (``telemetry.fastapi_telemetry``);
     off by default: they export Prometheus metrics, and the per-request check costs CPU."""
     gate: GateSettings = GateSettings()
+    """The validation gate a new version passes before it is served (``STREAMWISE_GATE__*``)."""
     retention: Retention = Retention()
     """Which version blobs stay in Redis (``STREAMWISE_RETENTION__KEEP_LAST``, ...; see retention.py)."""
-    """The validation gate a new version passes before it is served (``STREAMWISE_GATE__*``)."""
 
     @field_validator("topic_prefix")
     @classmethod
