@@ -23,3 +23,8 @@ class Retention(BaseModel):
     most_per_prune: int = Field(default=1000, ge=1)
     """Most blobs one pruning deletes: a backlog goes over several publications, never
     holding Redis for long."""
+    registry_full: int = Field(default=1000, ge=1)
+    """The registry keeps the rows of a model's newest versions in full, this many..."""
+    registry_sampled: int = Field(default=500, ge=1)
+    """...and at most this many of the older ones, evenly spread over the model's life (charts
+    still reach back to its first version); rows an audit entry or a pin names always stay."""
