@@ -471,7 +471,7 @@ def test_published_and_unpublished(stream: list[GeneratedEvent]) -> None:
     assert trainer.unpublished == 10
     snap = trainer.snapshot(SIGNER)
     assert trainer.unpublished == 10
-    trainer.mark_published(snap.meta)
+    trainer.mark_published(snap)
     assert trainer.unpublished == 0
     feed(trainer, [event_record(10 + i, g.id, g.features, g.label) for i, g in enumerate(stream[10:15])])
     assert trainer.unpublished == 5

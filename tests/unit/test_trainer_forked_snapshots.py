@@ -116,6 +116,7 @@ def test_small_snapshots_stay_in_a_thread_and_checkpoints_count_when_they_come()
         runtime.settings.snapshot_fork_above_kb = model_kb + 1  # a model alone stays below it
         await runtime.after_batch(runtime.handle(records(runtime, 100, start=100)))
         assert runtime.forked_snapshots == 0
+        runtime.handle(records(runtime, 10, start=200))
         await runtime.checkpoint_now()  # model and checkpoint: above it
         assert runtime.forked_snapshots == 1
 

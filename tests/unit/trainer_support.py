@@ -34,6 +34,18 @@ class FakePublisher:
         self.published_with_checkpoint.append((snapshot.meta.version, snapshot.checkpoint is not None))
 
 
+class FakeStore:
+    """What the runtime writes to the model store besides publishing: checkpoints saved alone."""
+
+    def __init__(self) -> None:
+        self.checkpoints: list[int] = []
+
+    async def save_checkpoint(self, model: str, signed: Any) -> None:
+        from streamwise_core.codec import ModelMeta
+
+        self.checkpoints.append(ModelMeta.model_validate_json(signed.meta).version)
+
+
 def trainer_settings(**changes: Any) -> TrainerSettings:
     return TrainerSettings(app_spec=ROOT / "examples" / "fraud" / "streamwise.toml", _env_file=None, **changes)  # type: ignore[call-arg]
 
@@ -59,6 +71,7 @@ def runtime_without_clients(*, clock: FakeClock | None = None, cpu_clock: FakeCl
     )
     runtime._started = True  # clients are never used below: no Kafka, no Redis
     runtime._publisher = FakePublisher()  # type: ignore[assignment]
+    runtime._store = FakeStore()  # type: ignore[assignment]
     return runtime
 
 

@@ -136,6 +136,8 @@ async def prepare_model(
     store = ModelStore.from_url(settings.redis_url, settings.topic_prefix, settings.spec.name)
     try:
         await acquire_lease(store, model, writer, settings.writer_lease_ms, wait_s=lease_wait_s)
+        if indexed := await store.index_versions(model):
+            log.info("%s: %s stored versions added to the retention index", model, indexed)
         checkpoint = await store.load_checkpoint(model)
         # Held-back versions are above the current one: number the next after every stored one.
         published = await store.latest_version(model)

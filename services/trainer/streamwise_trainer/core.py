@@ -58,6 +58,9 @@ class Rejected:
 
     record: ConsumedRecord
     reason: str
+    model_specific: bool = False
+    """Only this model failed on it (its learning raised); otherwise the record itself is bad,
+    for every model alike."""
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TrainerState:
     offsets: dict[str, int] = field(default_factory=dict)
     version: int = 0
     published_examples: int = 0
+    published_changes: int = 0
+    """The learner's ``changes`` when the last version was serialised."""
     recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     """Ids of the examples learned most recently: a redelivered event is not learned twice."""
     duplicates: int = 0
@@ -84,6 +89,8 @@ class Snapshot:
     meta: ModelMeta
     model: SignedBlob
     checkpoint: SignedBlob | None
+    changes: int = 0
+    """The learner's ``changes`` when it was serialised."""
 
 
 def position_key(topic: str, partition: int) -> str:
@@ -120,7 +127,14 @@ class Trainer:
 
     @property
     def unpublished(self) -> int:
+        """Examples learned since the last version."""
         return self.examples_seen - self.state.published_examples
+
+    @property
+    def model_changed(self) -> bool:
+        """Whether the model changed since the last version (a retrained model changes only when
+        it is refitted): without a change there is no new version."""
+        return self.state.learner.changes != self.state.published_changes
 
     def handle(self, record: ConsumedRecord) -> Rejected | None:
         """Learn what ``record`` completes; skip what the checkpoint already holds."""
@@ -176,7 +190,7 @@ class Trainer:
             try:
                 outcome = learner.predict_then_learn(example.x, example.y)
             except Exception as exc:  # noqa: BLE001 - a poison record must never stop learning
-                rejected.append((index, Rejected(records[index], f"cannot learn: {exc!r}")))
+                rejected.append((index, Rejected(records[index], f"cannot learn: {exc!r}", model_specific=True)))
                 continue
             learned.append((index, example, outcome))
             if resets:  # the reset must come before the next example is learned
@@ -302,7 +316,7 @@ class Trainer:
         model = pack(self.state.learner.model, meta, signer)
         state = pack(self.state, meta, signer, reducers=embedding_model(model.blob)) if checkpoint else None
         # The registry records the served blob's digest, which pack() filled in.
-        return Snapshot(ModelMeta.model_validate_json(model.meta), model, state)
+        return Snapshot(ModelMeta.model_validate_json(model.meta), model, state, self.state.learner.changes)
 
     def learn_on_from(self, snapshot: Snapshot) -> None:
         """Go on learning with the copy of the model that ``snapshot`` holds, equal to the one it
@@ -314,8 +328,9 @@ class Trainer:
         if isinstance(learner, OnlineLearner):
             learner.model = pickle.loads(snapshot.model.blob)  # noqa: S301 - the bytes this process just pickled
 
-    def mark_published(self, meta: ModelMeta) -> None:
-        self.state.published_examples = meta.examples_seen
+    def mark_published(self, snapshot: Snapshot) -> None:
+        self.state.published_examples = snapshot.meta.examples_seen
+        self.state.published_changes = snapshot.changes
 
     @classmethod
     def restore(
@@ -331,6 +346,10 @@ class Trainer:
         if not isinstance(state, TrainerState):
             raise TypeError("checkpoint does not hold a TrainerState")
         state.version = max(state.version, published_version or 0)
+        # A checkpoint is stored with the version of its model (or with the last version, when
+        # the model had not changed since): that model is published already.
+        state.published_examples = state.learner.examples_seen
+        state.published_changes = state.learner.changes
         return cls(spec, topics, state, dedupe_window=dedupe_window)
 
 

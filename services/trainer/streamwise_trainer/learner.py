@@ -42,6 +42,11 @@ class Learner(Protocol):
     metrics: ProgressiveMetrics
     examples_seen: int
 
+    @property
+    def changes(self) -> int:
+        """How many times the model changed: a version is published only when it did."""
+        ...
+
     def predict_then_learn(self, x: dict[str, Any], y: Any) -> Outcome: ...
 
     def reset(self) -> None: ...
@@ -71,6 +76,10 @@ class OnlineLearner:
         self.examples_seen += 1
         return Outcome(y, y_pred, proba)
 
+    @property
+    def changes(self) -> int:
+        return self.examples_seen  # every example learned changes the model
+
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in vars(self).items() if name != "_step"}
 
@@ -84,6 +93,9 @@ class OnlineLearner:
 class RetrainingLearner:
     """A scikit-learn pipeline fitted from scratch every ``every`` examples on the last
     ``window``, scored by progressive validation like an online model."""
+
+    refits_and_resets = 0
+    """Changes of the model (a class default for learners checkpointed before it was counted)."""
 
     def __init__(self, app: AppSpec) -> None:
         self.app = app
@@ -113,12 +125,18 @@ class RetrainingLearner:
         pipeline.fit(xs, ys)
         self.model = BatchModel(pipeline, self.task)
         self.fits += 1
+        self.refits_and_resets += 1
         self._since_fit = 0
+
+    @property
+    def changes(self) -> int:
+        return self.refits_and_resets
 
     def reset(self) -> None:
         self._window.clear()
         self._since_fit = 0
         self.model = BatchModel(None, self.task)
+        self.refits_and_resets += 1
 
 
 def make_learner(app: AppSpec) -> OnlineLearner | RetrainingLearner:

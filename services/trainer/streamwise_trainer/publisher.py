@@ -13,10 +13,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamwise_core.codec import ModelMeta
+from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import ModelPublished
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.lifecycle import SERVED, GateDecision
 from streamwise_core.registry import Lineage, Registry
+from streamwise_core.retention import Retention
 
 from .core import Snapshot
 
@@ -58,7 +60,7 @@ class Publisher:
         self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
         announce_timeout_s: float = 2.0, registry_wait_s: float = 1.0, max_backoff_s: float = 5.0,
         decide: Decide | None = None, lineage: Callable[[ModelMeta], Lineage] | None = None,
-        decide_reads_served: bool = True,
+        decide_reads_served: bool = True, retention: Retention | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -71,6 +73,9 @@ class Publisher:
         self._decide_reads_served = decide_reads_served
         """``False``: ``decide`` is given no served metadata (it does not look at it)."""
         self._lineage = lineage
+        self._retention = retention
+        """What stays of older versions in Redis after each publication (``None``: everything)."""
+        self.pruned = 0
         self.held_back = 0
         self.last_decision: dict[str, object] | None = None
         self._unrecorded: deque[_Unrecorded] = deque()
@@ -116,6 +121,16 @@ class Publisher:
             # Usually the row lands in milliseconds; a database that hangs delays this once.
             await asyncio.wait({flusher}, timeout=self._registry_wait_s)
         await self._announce(meta)
+        await self._prune(meta.model)
+
+    async def _prune(self, model: str) -> None:
+        """Delete the blobs the retention no longer keeps; a failure only leaves them for the next time."""
+        if self._retention is None:
+            return
+        try:
+            self.pruned += await self._store.prune(model, self._retention)
+        except BackendUnavailable as exc:
+            log.warning("pruning old versions of %s deferred: %s", model, exc)
 
     async def _announce(self, meta: ModelMeta) -> None:
         event = ModelPublished(

@@ -86,6 +86,8 @@ class TrainerRuntime:
         """The CPU time serialising a version takes, smoothed over the versions without a checkpoint:
         a checkpoint now and then (a few ms for a linear model) must not hold the next version back."""
         self._checkpoint_behind = False
+        self._checkpointed_offsets: dict[str, int] = dict(trainer.state.offsets)
+        """The offsets in the newest checkpoint stored (as restored, at start)."""
         self._blob_sizes = (0, 0)
         """Bytes of the last model blob and of the last checkpoint: what decides whether the
         next snapshot is serialised in a forked child (``snapshot_fork_above_kb``)."""
@@ -99,6 +101,10 @@ class TrainerRuntime:
         self._backoff_s = 0.0
         self.publish_failures = 0
         self.dead_letters = 0
+        """Dead letters this model wrote."""
+        self.dead_letter_claim: Callable[[ConsumedRecord], bool] = lambda record: True
+        """Whether this model writes a bad record's dead letter (the supervisor shares one
+        ``FirstToReach`` between its models)."""
         self._producer: AIOKafkaProducer | None = None
         self._publisher: Publisher | None = None
         self._store: ModelStore | None = None
@@ -131,7 +137,7 @@ class TrainerRuntime:
             await self._producer.start()
             self._publisher = Publisher(
                 store, Registry.from_url(s.database_url), self._producer, s.topics.models,
-                decide=self.gate, lineage=self.lineage, decide_reads_served=s.gate.enabled,
+                decide=self.gate, lineage=self.lineage, decide_reads_served=s.gate.enabled, retention=s.retention,
             )
             self._store = store
             self._started = True
@@ -282,7 +288,7 @@ class TrainerRuntime:
             return True
         now = self._clock()
         unpublished = self.trainer.unpublished
-        if unpublished <= 0 or now < self._next_publish_at:
+        if not self.trainer.model_changed or now < self._next_publish_at:
             return False
         elapsed_ms = (now - self._last_publish) * 1000
         return unpublished >= self.settings.publish_every_n or elapsed_ms >= self.settings.publish_every_ms
@@ -344,14 +350,32 @@ class TrainerRuntime:
         return forked.AVAILABLE and limit >= 0 and expected > limit * 1024
 
     async def checkpoint_now(self) -> None:
-        """Publish what is new with a checkpoint, so a restart has nothing to replay."""
+        """Publish what is new with a checkpoint, so a restart has nothing to replay; when the
+        model did not change (a retrained model between refits), save a checkpoint alone."""
         if self.fenced:
             return
         async with self._lock:
-            if self._pending is None and (self.trainer.unpublished > 0 or self._checkpoint_behind):
+            if self._pending is None and self.trainer.model_changed:
                 self._pending = await self._snapshot(checkpoint=True)
+            elif self._pending is None and (self._checkpoint_behind or self.trainer.state.offsets != self._checkpointed_offsets):
+                await self._save_checkpoint_alone()
         if self._pending is not None:
             await self.publish()
+
+    async def _save_checkpoint_alone(self) -> None:
+        """The whole state under the last version's number (its model is that version's)."""
+        assert self._store is not None
+        async with self._state_lock:
+            meta = self.trainer.next_meta(self.trainer.state.version)
+            snapshot = await asyncio.to_thread(self.trainer.serialise, meta, self.signer, checkpoint=True)
+        assert snapshot.checkpoint is not None
+        try:
+            await self._store.save_checkpoint(meta.model, snapshot.checkpoint)
+        except BackendUnavailable as exc:
+            log.warning("could not save the checkpoint of %s: %s", meta.model, exc)
+            return
+        self._checkpoint_behind = False
+        self._checkpointed_offsets = dict(meta.offsets)
 
     async def publish(self) -> None:
         """Publish a new version, or retry the one that could not be published.
@@ -365,8 +389,8 @@ class TrainerRuntime:
         async with self._lock:
             begun = self._clock()
             if self._pending is None:
-                if self.trainer.unpublished <= 0:
-                    return  # published meanwhile by the other caller (batch or timer)
+                if not self.trainer.model_changed:
+                    return  # published meanwhile by the other caller (batch or timer), or nothing changed
                 self._pending = await self._snapshot()
             snapshot = self._pending
             started = self._clock()
@@ -385,6 +409,7 @@ class TrainerRuntime:
             if snapshot.checkpoint is not None:
                 self._last_checkpoint = started
                 self._checkpoint_behind = False
+                self._checkpointed_offsets = dict(snapshot.meta.offsets)
             else:
                 self._checkpoint_behind = True
             self._backoff_s = 0.0
@@ -392,7 +417,7 @@ class TrainerRuntime:
             # Versions start every publish_every_ms, however long each took to store (from its end,
             # the interval was publish_every_ms plus the publication, 130-330 ms instead of 100).
             self._last_publish = begun
-            self.trainer.mark_published(snapshot.meta)
+            self.trainer.mark_published(snapshot)
             await self._anchor(snapshot)
             self._observe_publish(snapshot, started)
             log.info(
@@ -412,13 +437,17 @@ class TrainerRuntime:
                 log.exception("publication observer failed")
 
     async def _dead_letter(self, item: Rejected) -> None:
+        """Write ``item`` to the dead-letters topic: once per record for a bad record (the first
+        model to reach it writes it), once per model for a failure of this model's learning."""
         assert self._producer is not None
         r = item.record
+        if not item.model_specific and not self.dead_letter_claim(r):
+            return
         letter = DeadLettered(
             topic=r.topic, partition=r.partition, offset=r.offset,
             key=r.key.decode("utf-8", "replace") if r.key is not None else None,
             value=(r.value or b"").decode("utf-8", "replace")[:65536],
-            reason=item.reason[:2000], consumer="trainer",
+            reason=item.reason[:2000], consumer=f"trainer:{self.trainer.spec.model.name}" if item.model_specific else "trainer",
         )
         self.dead_letters += 1
         log.warning(

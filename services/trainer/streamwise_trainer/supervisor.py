@@ -25,11 +25,13 @@ from streamwise_core.lifecycle.challenge import PromotionClock, Scoreboard
 from streamwise_core.lifecycle.operations import LifecycleError
 from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, publish_roster
 from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import CHALLENGER, CHAMPION, DriftEntry, Registry, RosterEntry
+from streamwise_core.registry import CHALLENGER, CHAMPION, RETIRED, DriftEntry, Registry, RosterEntry
+from streamwise_core.retention import Retention
 from streamwise_core.signing import Signer
 
 from .app import prepare_model
 from .core import Trainer
+from .dead_letters import FirstToReach
 from .drift import Drift
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
@@ -61,6 +63,7 @@ class Supervisor:
         """Told of each runtime started (the publication metrics attach to it)."""
         self._store: ModelStore | None = None
         self._registry: Registry | None = None
+        self._dead_letters = FirstToReach()
 
     # -- before the worker starts -------------------------------------------------------
     async def prepare(self) -> None:
@@ -80,6 +83,9 @@ class Supervisor:
     async def _seed_roster(self, store: ModelStore, registry: Registry) -> list[RosterEntry]:
         spec = self.settings.spec
         known = await asyncio.to_thread(registry.roster, spec.name, include_retired=True)
+        for entry in known:
+            if entry.role == RETIRED:
+                await tidy_retired(store, entry.name, self.settings.retention)
         names = {e.name for e in known}
         has_champion = any(e.role == CHAMPION for e in known)
         for model in spec.models:
@@ -111,6 +117,7 @@ class Supervisor:
         s = self.settings
         self._store = ModelStore.from_url(s.redis_url, s.topic_prefix, s.spec.name)
         self._registry = Registry.from_url(s.database_url)
+        self._dead_letters = FirstToReach(trainer.state.offsets for _, trainer in self._prepared.values())
         for entry, trainer in self._prepared.values():
             self._launch(entry, trainer)
         self._prepared.clear()
@@ -135,6 +142,7 @@ class Supervisor:
             self.clock.reset()
         for name in [n for n in self.runtimes if n not in entries]:
             await self._stop_model(name, reason="retired")
+            await tidy_retired(self._store, name, self.settings.retention)
         for name, entry in entries.items():
             if name in self.runtimes or time.monotonic() < self._retry_at.get(name, 0.0):
                 continue
@@ -159,6 +167,7 @@ class Supervisor:
     def _launch(self, entry: RosterEntry, trainer: Trainer) -> None:
         runtime = TrainerRuntime(self._settings_for(entry), trainer, self.signer, writer=self.writer)
         runtime.on_drift = self._on_drift
+        runtime.dead_letter_claim = self._dead_letters.claim
         self.runtimes[entry.name] = runtime
         task = asyncio.get_running_loop().create_task(runtime.run(), name=f"learn-{entry.name}")
         task.add_done_callback(functools.partial(self._ended, entry.name))
@@ -293,3 +302,13 @@ class Supervisor:
     async def lag(self) -> dict[str, int]:
         runtime = self.runtimes.get(self.champion)
         return await runtime.lag() if runtime is not None else {}
+
+
+async def tidy_retired(store: ModelStore, model: str, retention: Retention) -> None:
+    """A retired model learns no more: its checkpoint goes, and so do its blobs but the current,
+    the pinned and those a rollback or a predictor may still need."""
+    try:
+        await store.forget_checkpoint(model)
+        await store.prune(model, retention.model_copy(update={"keep_last": 1}))
+    except BackendUnavailable as exc:
+        log.warning("retired model %s not tidied (done at the next start): %s", model, exc)
