@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
+import selectors
 from typing import Any
 
 import pytest
@@ -60,6 +60,32 @@ def rec(name: str) -> list[tuple[bytes, bytes]]:
 async def turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Never blocks for a timer: the wait for the next one moves the virtual time to it instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:  # no timer at all: only another thread could wake the loop
+            return super().select(None)
+        self.now += timeout
+        return super().select(0)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when every task waits for a timer, and then straight
+    to the next one: deadlines fall exactly when due, however slow or busy the machine."""
+
+    def __init__(self) -> None:
+        self._jumping = _JumpingSelector()
+        super().__init__(self._jumping)
+
+    def time(self) -> float:
+        return self._jumping.now
 
 
 @pytest.fixture
@@ -154,27 +180,35 @@ async def test_all_deliveries_must_succeed() -> None:
     await asyncio.wait_for(write, 1)
 
 
-async def test_a_request_fails_at_its_timeout_and_one_behind_a_stuck_flush_too(unretrieved: Any) -> None:
-    producer = Producer()
-    timeout_s = 0.2
-    sink = KafkaSink(producer, timeout_s=timeout_s)  # type: ignore[arg-type]
-    started = time.monotonic()
-    first = asyncio.create_task(sink.write("t", rec("a")))
-    await asyncio.sleep(0.1)
-    second = asyncio.create_task(sink.write("t", rec("b")))  # waits behind the stuck flush
-    with pytest.raises(BackendUnavailable, match=r"kafka: TimeoutError\(\)"):
-        await first
-    assert timeout_s <= time.monotonic() - started < timeout_s + 0.15
-    with pytest.raises(BackendUnavailable, match=r"kafka: TimeoutError\(\)"):
-        await second
-    assert timeout_s + 0.1 <= time.monotonic() - started < timeout_s + 0.25  # its own deadline, not the flush's
-    assert producer.sent == [rec("a"), rec("b")]  # the stuck flush went on alone after timeout_s; b was still sent
-    producer.deliveries[0].set_exception(KafkaError("late"))
-    producer.deliveries[1].set_result(None)
-    await turns()
-    producer.deliveries.clear()
-    gc.collect()
-    assert not unretrieved
+def test_a_request_fails_at_its_timeout_and_one_behind_a_stuck_flush_too() -> None:
+    async def scenario() -> None:
+        unretrieved: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        producer = Producer()
+        timeout_s = 0.2
+        sink = KafkaSink(producer, timeout_s=timeout_s)  # type: ignore[arg-type]
+        started = loop.time()
+        first = asyncio.create_task(sink.write("t", rec("a")))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(sink.write("t", rec("b")))  # waits behind the stuck flush
+        with pytest.raises(BackendUnavailable, match=r"kafka: TimeoutError\(\)"):
+            await first
+        assert loop.time() - started == pytest.approx(timeout_s)
+        with pytest.raises(BackendUnavailable, match=r"kafka: TimeoutError\(\)"):
+            await second
+        # Its own deadline (it came at 0.1), not its flush's (started at timeout_s, when the stuck one was given up).
+        assert loop.time() - started == pytest.approx(0.1 + timeout_s)
+        assert producer.sent == [rec("a"), rec("b")]  # the stuck flush went on alone after timeout_s; b was still sent
+        producer.deliveries[0].set_exception(KafkaError("late"))
+        producer.deliveries[1].set_result(None)
+        await turns()
+        producer.deliveries.clear()
+        gc.collect()
+        assert not unretrieved
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(scenario())
 
 
 async def test_a_send_that_hangs_or_fails_before_any_delivery_fails_the_flush() -> None:
@@ -182,7 +216,7 @@ async def test_a_send_that_hangs_or_fails_before_any_delivery_fails_the_flush() 
     producer.stall = asyncio.Event()
     sink = KafkaSink(producer, timeout_s=0.1)  # type: ignore[arg-type]
     with pytest.raises(BackendUnavailable):
-        await asyncio.wait_for(sink.write("t", rec("a")), 1)
+        await asyncio.wait_for(sink.write("t", rec("a")), 30)  # a hang guard: the sink gives up at 0.1 s
     assert producer.sent == []
 
     async def broken(topic: str) -> set[int]:

@@ -8,7 +8,7 @@ import io
 import pickle
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from streamwise_predictor import loading
 from streamwise_predictor.loading import FrameReader, LoadPolicy, ModelLoader, Pacer, gentle_loads, gentle_release
 
 from .tampering import REFUSALS, tampered
+from .trainer_support import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")
@@ -78,6 +79,15 @@ class Cyclic:
 
 def meta(version: int = 3, **update: Any) -> ModelMeta:
     return ModelMeta(app="fraud", model="fraud-lr", version=version, task="binary", examples_seen=42, **update)
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``done`` until it is true; fail naming ``what`` after ``timeout_s`` (a hang guard, not a speed bound)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} within {timeout_s:.0f} s")
+        time.sleep(0.01)
 
 
 def trained(spec_model: Any = None, n: int = 400) -> Any:
@@ -222,14 +232,14 @@ def test_models_hold_no_reference_cycles(step: dict[str, Any] | None) -> None:
     assert gc.collect() == 0
 
 
-def test_a_replaced_model_kept_alive_by_a_cycle_stops_the_freezing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "LEAK_GRACE_S", 0.0)
-    loader = ModelLoader()
+def test_a_replaced_model_kept_alive_by_a_cycle_stops_the_freezing() -> None:
+    clock = FakeClock()
+    loader = ModelLoader(clock=clock)
     _, first = loader.load(pack(Cyclic(), meta(1), SIGNER), SIGNER)
     assert gc.get_freeze_count() > 0
     loader.retired(first)
     del first  # the cycle keeps it alive, frozen
-    time.sleep(0.01)
+    clock.advance(loading.LEAK_GRACE_S + 1)
     _, second = loader.load(pack({"acyclic": 2}, meta(2), SIGNER), SIGNER)
     assert loader.freezing is False
     assert gc.get_freeze_count() == 0  # everything handed back to the collector
@@ -237,20 +247,21 @@ def test_a_replaced_model_kept_alive_by_a_cycle_stops_the_freezing(monkeypatch: 
 
 
 def test_a_replaced_model_freed_in_time_keeps_the_freezing(fraud_model: Any) -> None:
-    loader = ModelLoader()
+    clock = FakeClock()
+    loader = ModelLoader(clock=clock)
     _, first = loader.load(pack(fraud_model, meta(1), SIGNER), SIGNER)
     probe = weakref.ref(first)
     loader.retired(first)
     del first
-    deadline = time.monotonic() + 5
-    while probe() is not None and time.monotonic() < deadline:  # the release thread frees it
-        time.sleep(0.01)
+    wait_until(lambda: probe() is None, "the release thread frees the replaced model")  # in time: the clock stood still
+    clock.advance(loading.LEAK_GRACE_S + 1)  # the next load comes after the grace time: a freed model is forgotten
     loader.load(pack(fraud_model, meta(2), SIGNER), SIGNER)
     assert loader.freezing is True and loader._retired == []  # noqa: SLF001
 
 
 def test_a_sweep_reclaims_cyclic_garbage_frozen_since_the_last_one() -> None:
-    loader = ModelLoader(LoadPolicy(sweep_s=3600))
+    clock = FakeClock()
+    loader = ModelLoader(LoadPolicy(sweep_s=3600), clock=clock)
     loader.load(pack({"v": 1}, meta(1), SIGNER), SIGNER)
     garbage = Cyclic()
     probe = weakref.ref(garbage)
@@ -260,7 +271,7 @@ def test_a_sweep_reclaims_cyclic_garbage_frozen_since_the_last_one() -> None:
     assert probe() is not None  # frozen: no collection sees it
     loader.load(pack({"v": 3}, meta(3), SIGNER), SIGNER)
     assert probe() is not None  # no sweep yet
-    loader._swept -= 3600  # noqa: SLF001 - an hour later
+    clock.advance(3600)
     loader.load(pack({"v": 4}, meta(4), SIGNER), SIGNER)
     assert probe() is None
     assert loader.freezing is True and gc.get_freeze_count() > 0
@@ -297,10 +308,7 @@ def test_retired_models_are_released_by_a_background_thread(fraud_model: Any) ->
     time.sleep(0.1)
     assert probe() is in_flight
     del in_flight
-    deadline = time.monotonic() + 5
-    while probe() is not None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert probe() is None
+    wait_until(lambda: probe() is None, "the release thread frees the model once the request lets go of it")
 
 
 # --- pacing ----------------------------------------------------------------------------------------

@@ -80,12 +80,12 @@ def record(message: str = "hello %s", *args: Any, exc: bool = False, **extra: An
 
 
 def test_json_lines_carry_the_fields() -> None:
-    line = json.loads(JsonFormatter("trainer").format(record(event_id="tx-1")))
+    created = datetime(2026, 1, 1, 12, 30, 5, 250_000, tzinfo=UTC).timestamp()
+    line = json.loads(JsonFormatter("trainer").format(record(event_id="tx-1", created=created)))
     assert set(line) == {"time", "level", "service", "logger", "message", "event_id"}
     assert line["level"] == "WARNING" and line["service"] == "trainer" and line["logger"] == "streamwise.test"
     assert line["message"] == "hello world" and line["event_id"] == "tx-1"
-    when = datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
-    assert abs(when - datetime.now(UTC)) < timedelta(minutes=1)
+    assert line["time"] == "2026-01-01T12:30:05.250Z"  # when the record was made, in UTC
 
 
 def test_json_lines_without_an_event_id_have_none() -> None:
@@ -320,28 +320,31 @@ def _served(version: int, created_at: datetime) -> ServedModel:
     return ServedModel(meta, object())
 
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def test_swaps_set_the_version_and_the_lag_from_creation_to_serving() -> None:
     registry = metrics_registry(process=False)
     metrics = PredictorMetrics(registry, "fraud-lr")
-    holder = ObservedHolder(metrics)
+    holder = ObservedHolder(metrics, clock=NOW.timestamp)
     assert value(scrape(registry), "streamwise_predictor_model_version", model="fraud-lr") == 0
-    created = datetime.now(UTC) - timedelta(seconds=2)
+    created = NOW - timedelta(seconds=2)
     assert holder.offer(_served(3, created))
     assert not holder.offer(_served(2, created)), "an older version is no swap"
     text = scrape(registry)
     assert value(text, "streamwise_predictor_model_version", model="fraud-lr") == 3
     assert value(text, "streamwise_predictor_swaps_total", model="fraud-lr") == 1 == holder.swaps
     assert value(text, "streamwise_predictor_swap_lag_seconds_count", model="fraud-lr") == 1
-    lag = value(text, "streamwise_predictor_swap_lag_seconds_sum", model="fraud-lr")
-    assert lag is not None and 2 <= lag < 30
+    assert value(text, "streamwise_predictor_swap_lag_seconds_sum", model="fraud-lr") == pytest.approx(2.0)
     assert value(text, "streamwise_predictor_swap_lag_seconds_bucket", model="fraud-lr", le="1.0") == 0
     assert value(text, "streamwise_predictor_model_created_timestamp_seconds", model="fraud-lr") == pytest.approx(created.timestamp())
+    assert value(text, "streamwise_predictor_model_served_timestamp_seconds", model="fraud-lr") == NOW.timestamp()
 
 
 def test_a_creation_time_ahead_of_this_clock_counts_as_no_lag() -> None:
     registry = metrics_registry(process=False)
-    holder = ObservedHolder(PredictorMetrics(registry, "fraud-lr"))
-    holder.offer(_served(1, datetime.now(UTC) + timedelta(minutes=5)))
+    holder = ObservedHolder(PredictorMetrics(registry, "fraud-lr"), clock=NOW.timestamp)
+    holder.offer(_served(1, NOW + timedelta(minutes=5)))
     assert value(scrape(registry), "streamwise_predictor_swap_lag_seconds_sum", model="fraud-lr") == 0
 
 

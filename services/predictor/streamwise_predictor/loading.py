@@ -37,7 +37,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -209,8 +209,10 @@ class ModelLoader:
     """Verifies and unpickles model blobs, one at a time, in a worker thread (``load``); told by
     the event loop which models were replaced (``retired``)."""
 
-    def __init__(self, policy: LoadPolicy | None = None) -> None:
+    def __init__(self, policy: LoadPolicy | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy or LoadPolicy()
+        self._clock = clock
+        """Seconds, for the sweeps and the leak grace time."""
         self.freezing = self.policy.gc_freeze
         self._swept = -float("inf")
         self._releases: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()
@@ -230,9 +232,9 @@ class ModelLoader:
             self._check_retired()
             freeze = self.freezing
         if freeze:
-            if time.monotonic() - self._swept >= self.policy.sweep_s:
+            if self._clock() - self._swept >= self.policy.sweep_s:
                 gc.unfreeze()
-                self._swept = time.monotonic()
+                self._swept = self._clock()
             # Collect now what the freeze would keep forever (cyclic garbage of requests served
             # since the last one); cheap, since frozen models are not walked (but at a sweep).
             gc.collect()
@@ -258,7 +260,7 @@ class ModelLoader:
         (Call on the event loop after a swap, and keep no reference to ``model``.)"""
         if self.freezing:
             try:
-                self._retired.append((time.monotonic(), weakref.ref(model)))
+                self._retired.append((self._clock(), weakref.ref(model)))
             except TypeError:  # not weakly referenceable (a builtin or __slots__ type): not checked
                 pass
         if self.policy.gentle_release:
@@ -279,7 +281,7 @@ class ModelLoader:
     def _check_retired(self) -> None:
         """A frozen reference cycle is never collected: if a replaced model outlives its grace
         time, stop freezing and give the collector back everything frozen so far."""
-        now = time.monotonic()
+        now = self._clock()
         self._retired = [(t, ref) for t, ref in self._retired if ref() is not None]
         if any(now - t > LEAK_GRACE_S for t, _ in self._retired):
             log.warning(

@@ -8,6 +8,7 @@ version any live worker serves).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -107,14 +108,16 @@ class PredictorMetrics:
 class ObservedHolder(ModelHolder):
     """A ``ModelHolder`` that reports each swap to the metrics."""
 
-    def __init__(self, metrics: PredictorMetrics) -> None:
+    def __init__(self, metrics: PredictorMetrics, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.metrics = metrics
+        self._clock = clock
+        """Unix time, for the swap lag and the served timestamp."""
 
     def offer(self, candidate: ServedModel) -> bool:
         swapped = super().offer(candidate)
         if swapped:
-            self.metrics.swapped(candidate)
+            self.metrics.swapped(candidate, self._clock())
         return swapped
 
 
