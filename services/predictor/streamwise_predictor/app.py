@@ -176,6 +176,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             "generation": model.generation,
             "swaps": holder.swaps,
             "refused": request.app.state.watcher.refused,
+            "missing_versions": request.app.state.watcher.missing,
             "shadow": {
                 "models": {m.meta.model: m.meta.version for m in request.app.state.shadow_models.models.values()},
                 "sample": settings.shadow_sample, "scored": request.app.state.shadow.scored,

@@ -38,6 +38,8 @@ class VersionWatcher:
         """Versions of the configured model refused, and why (never retried)."""
         self.refused_elsewhere: dict[str, dict[int, str]] = {}
         """The same for other models (challengers that became champion)."""
+        self.missing = 0
+        """Versions a pointer named that were gone when fetched (retention must never allow it)."""
 
     async def target(self) -> tuple[str, int]:
         """The model to serve (the champion, or the configured one before any champion is set)
@@ -106,6 +108,8 @@ class VersionWatcher:
                 self._refuse(model, version, f"malformed version hash: {exc!r}")
                 return None
             if signed is None:
+                self.missing += 1
+                log.warning("%s v%s is not in the model store (deleted?); the next check reads the pointer again", model, version)
                 return None
             try:
                 meta, loaded = await asyncio.to_thread(self._loader.load, signed, self._signer)
