@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import DefaultPartitioner
 
 from .errors import BackendUnavailable
-from .settings import KafkaSettings
+from .settings import KafkaSettings, Settings
+from .topic_config import topic_configs
 
 
 async def send_batches(
@@ -148,12 +151,24 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(kafka: KafkaSettings, names: list[str], *, timeout_s: float = 60.0) -> None:
+async def ensure_app_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
+    """The application's five topics, created or converged with their configs (``topic_config.py``)."""
+    configs = topic_configs(settings.topics, settings.topic_retention)
+    await ensure_topics(settings.kafka, settings.topics.all(), configs=configs, timeout_s=timeout_s)
+
+
+async def ensure_topics(
+    kafka: KafkaSettings, names: list[str], *, configs: Mapping[str, Mapping[str, str]] | None = None,
+    timeout_s: float = 60.0,
+) -> None:
     """Create ``names`` with the configured partition count unless they exist.
 
+    ``configs`` (Kafka topic configs by topic name) are given to a topic when it is created, and
+    applied to one that already exists with other values, so an upgrade converges.
     Topics are created explicitly because brokers differ on auto-creation (Tansu makes
     four partitions); retried until ``timeout_s`` since a broker may still be starting.
     """
+    configs = configs or {}
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -164,12 +179,19 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str], *, timeout_s: fl
             missing = [n for n in names if n not in existing]
             if missing:
                 try:
-                    await admin.create_topics(
-                        [NewTopic(n, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor) for n in missing]
-                    )
+                    response = await admin.create_topics([
+                        NewTopic(n, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor,
+                                 topic_configs=dict(configs.get(n, {})))
+                        for n in missing
+                    ])
                 except TopicAlreadyExistsError:
                     pass
+                else:
+                    for topic, code, *rest in response.topic_errors:
+                        if code not in (0, TopicAlreadyExistsError.errno):
+                            raise for_code(code)(f"cannot create topic {topic!r}: {rest[0] if rest else ''}")
             if set(names) <= set(await admin.list_topics()):
+                await _converge_configs(admin, {n: configs[n] for n in names if n in existing and configs.get(n)})
                 return
         except (KafkaError, OSError) as exc:
             last = exc
@@ -177,3 +199,53 @@ async def ensure_topics(kafka: KafkaSettings, names: list[str], *, timeout_s: fl
             await admin.close()
         await asyncio.sleep(0.5)
     raise BackendUnavailable(f"could not create topics {names} on {kafka.bootstrap}: {last!r}")
+
+
+_DYNAMIC_TOPIC_CONFIG = 1
+"""DescribeConfigs ``config_source`` of a value set on the topic itself (not a broker default)."""
+
+
+async def _converge_configs(admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]) -> None:
+    """Give the existing topics in ``wanted`` those config values where theirs differ.
+
+    aiokafka has only the non-incremental AlterConfigs, which replaces every value set on a topic:
+    the topic's other values (``min.insync.replicas`` from a Strimzi KafkaTopic, say) are sent along.
+    A broker without AlterConfigs (Tansu) or a refused change is logged, not raised: the topics exist
+    and work, with the retention they had.
+    """
+    if not wanted:
+        return
+    try:
+        [described] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in wanted])
+    except KafkaError as exc:
+        log.warning("topics %s: cannot read their configs, left as they are (%r)", list(wanted), exc)
+        return
+    alter: list[ConfigResource] = []
+    for resource in described.to_object()["resources"]:
+        topic, entries = resource["resource_name"], resource["config_entries"]
+        if resource["error_code"]:
+            log.warning("topic %s: cannot read its configs, left as they are: %s %s", topic,
+                        for_code(resource["error_code"]).__name__, resource["error_message"] or "")
+            continue
+        current = {e["config_names"]: e["config_value"] for e in entries}
+        changed = {k: v for k, v in wanted[topic].items() if current.get(k) != v}
+        if not changed:
+            continue
+        own = {e["config_names"]: e["config_value"] for e in entries if e.get("config_source") == _DYNAMIC_TOPIC_CONFIG}
+        if None in own.values():  # a sensitive value is not described: it could not be sent back
+            log.warning("topic %s: configs %s differ from %s, not changed (it holds sensitive values)", topic,
+                        {k: current.get(k) for k in changed}, changed)
+            continue
+        log.warning("topic %s: changing configs %s to %s", topic, {k: current.get(k) for k in changed}, changed)
+        alter.append(ConfigResource(ConfigResourceType.TOPIC, topic, configs={**own, **wanted[topic]}))
+    if not alter:
+        return
+    try:
+        responses = await admin.alter_configs(alter)
+    except KafkaError as exc:
+        log.warning("topics %s keep their configs: the broker cannot change them (%r)", [r.name for r in alter], exc)
+        return
+    for response in responses:
+        for code, message, _type, topic in response.resources:
+            if code:
+                log.warning("topic %s keeps its configs: %s %s", topic, for_code(code).__name__, message or "")

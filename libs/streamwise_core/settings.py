@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .appspec import AppSpec, load_app_spec
 from .lifecycle.gate import GateSettings
 from .retention import Retention
+from .topic_config import TopicRetention
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     app_spec: Path = Path("examples/fraud/streamwise.toml")
     topic_prefix: str = "streamwise"
     kafka: KafkaSettings = KafkaSettings()
+    topic_retention: TopicRetention = TopicRetention()
+    """How long the topics keep records (``STREAMWISE_TOPIC_RETENTION__EVENTS_MS``...): replay reaches
+    back no further than the events and labels retention (see ``topic_config.py``)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "sqlite:///var/streamwise.db"
     signing_keys: SecretStr = SecretStr(DEV_SIGNING_KEY)

@@ -207,7 +207,7 @@ def test_one_shot_commands_use_the_code(compose: dict) -> None:
     migrate = compose_command(compose["services"]["migrate"])
     topics = compose_command(compose["services"]["topics"])
     assert migrate[:2] == ["python", "-c"] and "streamwise_core.registry import migrate" in migrate[2]
-    assert topics[:2] == ["python", "-c"] and "ensure_topics" in topics[2] and "topics.all()" in topics[2]
+    assert topics[:2] == ["python", "-c"] and "ensure_app_topics(Settings())" in topics[2]
     for code in (migrate[2], topics[2]):
         compile(code, "<compose>", "exec")
 

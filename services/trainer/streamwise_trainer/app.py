@@ -11,7 +11,7 @@ import faust
 from faust.app.base import BootStrategy
 
 from streamwise_core.http import API_KEY_HEADER, api_key_matches
-from streamwise_core.kafka import ensure_topics
+from streamwise_core.kafka import ensure_app_topics
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.codec import verify
 from streamwise_core.lifecycle.roster import StartPosition
@@ -119,7 +119,7 @@ async def backfill_registry(store: ModelStore, settings: TrainerSettings, signer
 
 async def prepare_shared(settings: TrainerSettings) -> None:
     """Create the topics and migrate the registry (once per process, before any model)."""
-    await ensure_topics(settings.kafka, settings.topics.all())
+    await ensure_app_topics(settings)
     await asyncio.to_thread(migrate, settings.database_url)
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.settings import KafkaSettings
@@ -75,13 +76,35 @@ class BatchConsumer:
         added = partitions - self._assigned
         self._consumer.assign(sorted(partitions))
         self._assigned = partitions
+        resumed: dict[TopicPartition, int] = {}
         for tp in sorted(added):
             last = positions.get(position_key(tp.topic, tp.partition))
             if last is None:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, last + 1)
+                resumed[tp] = last + 1
+        await self._warn_if_deleted(resumed)
         log.info("consuming %s", ", ".join(position_key(tp.topic, tp.partition) for tp in sorted(partitions)))
+
+    async def _warn_if_deleted(self, resumed: Mapping[TopicPartition, int]) -> None:
+        """Say so when retention already deleted where a partition resumes: the fetch is answered
+        "offset out of range" and, with ``auto_offset_reset="earliest"``, the consumer goes on from
+        the oldest record left, without learning the ones in between."""
+        if not resumed:
+            return
+        try:
+            earliest = await self._consumer.beginning_offsets(list(resumed))
+        except KafkaError as exc:  # only a diagnosis: the consumer works without it
+            log.debug("could not read the earliest offsets: %r", exc)
+            return
+        for tp, offset in sorted(resumed.items()):
+            if offset < earliest[tp]:
+                log.warning(
+                    "%s: resuming at offset %s, but retention has deleted every record before offset %s: "
+                    "%s records are skipped (replay can start no earlier than the topic's retention.ms)",
+                    position_key(tp.topic, tp.partition), offset, earliest[tp], earliest[tp] - offset,
+                )
 
     async def next_batch(
         self, positions: Mapping[str, int], *, max_records: int, timeout_ms: int,
@@ -137,6 +160,9 @@ async def start_positions(
             first = dict(ends)
         elif start.from_ == "offset":
             first = {tp: min(max(start.offset or 0, beginnings[tp]), ends[tp]) for tp in partitions if tp.topic == events}
+            for tp in (tp for tp in first if (start.offset or 0) < beginnings[tp]):
+                log.warning("%s: offset %s is past retention (the earliest left is %s): starting there",
+                            position_key(tp.topic, tp.partition), start.offset, beginnings[tp])
         elif start.from_ == "time":
             assert start.time is not None
             found = await consumer.offsets_for_times({tp: int(start.time.timestamp() * 1000) for tp in partitions})
