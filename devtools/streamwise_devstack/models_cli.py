@@ -1,4 +1,4 @@
-"""``streamwise models``: the champion and challengers, versions, promote, roll back, add,
+"""``streamwise models``: the champion and challengers, versions, promote, roll back, pin, add,
 retire and replay challengers, drifts, and the audit log.
 
 Reads the same ``STREAMWISE_*`` settings as the services (Redis, registry, signing keys,
@@ -20,7 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from streamwise_core.appspec import ModelSpec
-from streamwise_core.lifecycle.operations import Action, LifecycleError, VersionNotFound, move_current
+from streamwise_core.lifecycle.operations import Action, LifecycleError, PinAction, VersionNotFound, move_current
+from streamwise_core.lifecycle.operations import pin as pin_version
+from streamwise_core.lifecycle.operations import unpin as unpin_version
 from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry
@@ -80,24 +82,32 @@ def list_models(as_json: JsonOpt = False) -> None:
 
 @models.command("versions")
 def versions(
-    model: str, limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    model: str, limit: Annotated[int, typer.Option(min=1, max=1000, help="Page size.")] = 20,
+    before: Annotated[int | None, typer.Option(min=1, help="Only versions below this one (the next page's cursor).")] = None,
     status: Annotated[str | None, typer.Option(help="served or held_back")] = None, as_json: JsonOpt = False,
 ) -> None:
-    """Versions newest first, with gate status and reason."""
-    async def run(s: Settings, store: ModelStore, registry: Registry) -> tuple[Any, Any]:
-        rows = await asyncio.to_thread(registry.versions, s.spec.name, model, limit, status=status)
-        return rows, await store.pointer(model)
+    """Versions newest first, a page at a time: gate status and reason, pinned, blob still stored."""
+    async def run(s: Settings, store: ModelStore, registry: Registry) -> tuple[Any, ...]:
+        rows = await asyncio.to_thread(registry.versions, s.spec.name, model, limit + 1, status=status, before=before)
+        return rows, await store.pointer(model), set(await store.stored_versions(model)), set(await store.pinned(model))
 
-    rows, pointer = asyncio.run(_with_clients(run))
+    rows, pointer, stored, pinned = asyncio.run(_with_clients(run))
+    rows, more = rows[:limit], len(rows) > limit
     current = pointer.version if pointer else None
     if as_json:
-        return _print_json([{**asdict(r), "current": r.version == current} for r in rows])
-    table = Table("version", "", "status", "examples", "metrics", "created", "reason")
+        return _print_json([
+            {**asdict(r), "current": r.version == current, "stored": r.version in stored, "pinned": r.version in pinned}
+            for r in rows
+        ])
+    table = Table("version", "", "status", "blob", "examples", "metrics", "created", "reason")
     for r in rows:
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in r.metrics.items() if k.endswith("_recent"))
-        table.add_row(str(r.version), "●" if r.version == current else "", r.status, str(r.examples_seen),
+        blob = "pinned" if r.version in pinned else "stored" if r.version in stored else "deleted"
+        table.add_row(str(r.version), "●" if r.version == current else "", r.status, blob, str(r.examples_seen),
                       metrics, str(r.created_at)[:19], r.hold_reason or "")
     console.print(table)
+    if more:
+        console.print(f"older versions: --before {rows[-1].version}")
 
 
 @models.command("show")
@@ -145,6 +155,36 @@ def rollback(model: str, version: int, reason: ReasonOpt, actor: ActorOpt = None
 def promote(model: str, version: int, reason: ReasonOpt, actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
     """Serve a later stored version, e.g. one the gate held back."""
     _move("promote", model, version, reason, actor, as_json)
+
+
+def _pin(action: PinAction, model: str, version: int, reason: str, actor: str | None, as_json: bool) -> None:
+    who = actor or f"cli:{getpass.getuser()}"
+    operation = pin_version if action == "pin" else unpin_version
+
+    async def run(s: Settings, store: ModelStore, registry: Registry) -> Any:
+        return await operation(store, registry, app=s.spec.name, model=model, version=version, actor=who, reason=reason)
+
+    try:
+        changed = asyncio.run(_with_clients(run))
+    except LifecycleError as exc:
+        console.print(f"[red]{action} refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        return _print_json({**asdict(changed), "action": action, "actor": who})
+    effect = "retention keeps its blob" if changed.pinned else "retention may delete its blob again"
+    console.print(f"{action}: {model} v{version}, {effect} (audit #{changed.audit_id})")
+
+
+@models.command("pin")
+def pin(model: str, version: int, reason: ReasonOpt, actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
+    """Keep a stored version's blob whatever the retention (something to roll back to)."""
+    _pin("pin", model, version, reason, actor, as_json)
+
+
+@models.command("unpin")
+def unpin(model: str, version: int, reason: ReasonOpt, actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
+    """Let retention delete a pinned version's blob again."""
+    _pin("unpin", model, version, reason, actor, as_json)
 
 
 @models.command("audit")

@@ -69,7 +69,9 @@ if #newest == 0 then return 0 end
 local keep = {}
 local pointer = redis.call('GET', current)
 if pointer then keep[pointer] = true end
-for _, v in ipairs(redis.call('ZREVRANGE', served, 0, window - 1)) do keep[v] = true end
+if window > 0 then
+  for _, v in ipairs(redis.call('ZREVRANGE', served, 0, window - 1)) do keep[v] = true end
+end
 for _, v in ipairs(redis.call('ZRANGEBYSCORE', served, cutoff, '+inf')) do keep[v] = true end
 -- and the one(s) current when the grace period began
 local before = redis.call('ZREVRANGEBYSCORE', served, '(' .. cutoff, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -441,8 +443,9 @@ class ModelStore:
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
-    async def pin(self, model: str, version: int) -> None:
-        """Keep ``version``'s blob whatever the retention; ``LookupError`` if it is not stored."""
+    async def pin(self, model: str, version: int) -> bool:
+        """Keep ``version``'s blob whatever the retention; ``False`` if it was pinned already,
+        ``LookupError`` if it is not stored."""
         version_key = self._version_key(model, version)
 
         async def write(pipe: Any) -> None:
@@ -451,7 +454,8 @@ class ModelStore:
             pipe.multi()
             pipe.sadd(self._pinned_key(model), version)
 
-        await self._optimistic((version_key,), write)
+        _, results = await self._optimistic((version_key,), write)
+        return bool(results[-1])
 
     async def unpin(self, model: str, version: int) -> bool:
         """Let retention delete ``version`` again; ``False`` if it was not pinned."""

@@ -19,7 +19,7 @@ class Retention(BaseModel):
 
     keep_last: int = Field(default=20, ge=1)
     rollback_window: int = Field(default=10, ge=0)
-    grace_s: float = Field(default=300.0, ge=0)
+    grace_s: float = Field(default=60.0, ge=0)
     most_per_prune: int = Field(default=1000, ge=1)
     """Most blobs one pruning deletes: a backlog goes over several publications, never
     holding Redis for long."""

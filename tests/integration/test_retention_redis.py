@@ -90,6 +90,9 @@ def test_a_pin_needs_a_stored_version_and_a_rollback_target_stays(store: ModelSt
         with pytest.raises(LookupError):
             await store.pin(MODEL, 5)
         assert await store.pinned(MODEL) == []
+        assert await store.pin(MODEL, 9) and not await store.pin(MODEL, 9)
+        await store.prune(MODEL, Retention(keep_last=1, rollback_window=0, grace_s=0))
+        assert await store.stored_versions(MODEL) == [3, 9, 10], "no rollback window: the current, the pinned and the newest"
         await store.close()
 
     asyncio.run(go())

@@ -187,3 +187,20 @@ def test_operator_cli(redis_server: Any, tmp_path: Any, monkeypatch: pytest.Monk
     assert [(i["action"], i["actor"]) for i in audit["items"]][:2] == [("rollback", audit["items"][0]["actor"]), ("promote", "ops")]
     shown = jsonlib.loads(runner.invoke(cli, ["models", "show", model, "3"]).stdout)
     assert shown["status"] == "served" and shown["version"] == 3
+
+    pinned = runner.invoke(cli, ["models", "pin", model, "2", "-r", "known good", "--actor", "ops", "--json"])
+    assert pinned.exit_code == 0, pinned.stdout
+    assert jsonlib.loads(pinned.stdout)["pinned"] is True
+    again = runner.invoke(cli, ["models", "pin", model, "2", "-r", "again"])
+    assert again.exit_code == 1 and "pinned already" in again.stdout
+    assert runner.invoke(cli, ["models", "pin", model, "9", "-r", "x"]).exit_code == 1
+    page = jsonlib.loads(runner.invoke(cli, ["models", "versions", model, "--limit", "2", "--json"]).stdout)
+    assert [(v["version"], v["stored"], v["pinned"]) for v in page] == [(3, True, False), (2, True, True)]
+    older = jsonlib.loads(runner.invoke(cli, ["models", "versions", model, "--limit", "2", "--before", "2", "--json"]).stdout)
+    assert [v["version"] for v in older] == [1]
+    table = runner.invoke(cli, ["models", "versions", model, "--limit", "2"])
+    assert table.exit_code == 0 and "pinned" in table.stdout and "--before 2" in table.stdout
+    unpinned = runner.invoke(cli, ["models", "unpin", model, "2", "-r", "not needed"])
+    assert unpinned.exit_code == 0 and "unpin" in unpinned.stdout
+    audit = jsonlib.loads(runner.invoke(cli, ["models", "audit", "--json"]).stdout)
+    assert [(i["action"], i["version_to"]) for i in audit["items"]][:2] == [("unpin", 2), ("pin", 2)]

@@ -154,3 +154,25 @@ class TestSystemState:
         assert second.freshness.served_model_age_s == pytest.approx(10.0)
         assert [(x.topic, x.lag) for x in second.lag] == [("p.app.events", 7), ("p.app.labels", 3)]
         assert [s.name for s in second.services] == ["webapp", "ingest", "predictor", "trainer"]
+
+    def test_lag_names_the_model_and_is_grouped_by_it(self) -> None:
+        trainer = """
+# TYPE streamwise_trainer_consumer_lag gauge
+streamwise_trainer_consumer_lag{model="fraud-tree",topic="p.app.labels",partition="0"} 4
+streamwise_trainer_consumer_lag{model="fraud-lr",topic="p.app.events",partition="1"} 2
+streamwise_trainer_consumer_lag{model="fraud-tree",topic="p.app.events",partition="0"} 9
+streamwise_trainer_consumer_lag{model="fraud-lr",topic="p.app.events",partition="0"} 1
+streamwise_trainer_consumer_lag{topic="p.app.events",partition="0"} 5
+"""
+        probes = _probes(events=1, swaps=1, lag_sum=0.1)
+        probes["trainer"] = Probe("trainer", "http://trainer", healthy=True, samples=parse_metrics(trainer))
+        state = StateBuilder().build(
+            probes, webapp=ServiceHealth(name="webapp", url="", healthy=True, ready=True, latency_ms=None, problem=None),
+            now=0.0, wall=1010.0, observed_per_s=0.0, freshness=FreshnessTracker(), dead_letters=DeadLetterLog(5),
+            kafka=KafkaStatus(connected=True, problem=None), checked_at=T0,
+        )
+        assert [(x.model, x.topic, x.partition, x.lag) for x in state.lag] == [
+            (None, "p.app.events", 0, 5),  # a trainer that does not name the model
+            ("fraud-lr", "p.app.events", 0, 1), ("fraud-lr", "p.app.events", 1, 2),
+            ("fraud-tree", "p.app.events", 0, 9), ("fraud-tree", "p.app.labels", 0, 4),
+        ]

@@ -4,6 +4,9 @@ Both are the same operation in two directions. The blob is verified first (a poi
 predictors would refuse serves nothing new), the pointer moves with a new generation in one
 Redis transaction (every predictor follows the newest generation, so a rollback is followed
 although its version is lower), and the audit log records who, when, what and why.
+
+Pin and unpin: retention keeps a pinned version's blob (something to roll back to) whatever
+its age; unpinned, it may be deleted at the next pruning. Both are audit-logged too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..signing import Signer
 from .gate import HELD_BACK, SERVED
 
 Action = Literal["promote", "rollback"]
+PinAction = Literal["pin", "unpin"]
 
 
 class LifecycleError(StreamwiseError):
@@ -59,7 +63,7 @@ async def move_current(
         raise Conflict(f"promote needs a version above the current one (v{current}), got v{version}; roll back instead")
     signed = await store.load(model, version)
     if signed is None:
-        raise VersionNotFound(f"{model} v{version} is not stored")
+        raise VersionNotFound(await _not_stored(registry, app, model, version))
     try:
         meta = verify(signed, signer)
     except BlobRefused as exc:
@@ -85,3 +89,48 @@ async def move_current(
         },
     ))
     return Moved(model, current, version, moved.generation, meta.blob_sha256, audit_id)
+
+
+@dataclass(frozen=True)
+class PinChanged:
+    model: str
+    version: int
+    pinned: bool
+    audit_id: int
+
+
+async def pin(
+    store: ModelStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
+) -> PinChanged:
+    """Keep a stored version's blob whatever the retention."""
+    try:
+        if not await store.pin(model, version):
+            raise Conflict(f"{model} v{version} is pinned already")
+    except LookupError as exc:
+        raise VersionNotFound(await _not_stored(registry, app, model, version)) from exc
+    return PinChanged(model, version, True, await _audit_pin(registry, app, model, version, "pin", actor, reason))
+
+
+async def unpin(
+    store: ModelStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
+) -> PinChanged:
+    """Let retention delete a pinned version's blob again (not at once: at the next pruning)."""
+    if not await store.unpin(model, version):
+        raise Conflict(f"{model} v{version} is not pinned")
+    return PinChanged(model, version, False, await _audit_pin(registry, app, model, version, "unpin", actor, reason))
+
+
+async def _not_stored(registry: Registry, app: str, model: str, version: int) -> str:
+    if await asyncio.to_thread(registry.version, app, model, version) is None:
+        return f"{model} v{version} does not exist"
+    return f"{model} v{version} was deleted by retention: its blob is no longer stored"
+
+
+async def _audit_pin(
+    registry: Registry, app: str, model: str, version: int, action: PinAction, actor: str, reason: str,
+) -> int:
+    row = await asyncio.to_thread(registry.version, app, model, version)
+    return await asyncio.to_thread(registry.record_audit, AuditEntry(
+        app=app, actor=actor, action=action, model=model, version_to=version, reason=reason,
+        details={"blob_sha256": row.blob_sha256 if row is not None else None},
+    ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Integer, create_engine, event, func, select, update
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,10 @@ from .roster import RosterRepository
 from .tables import AuditRow, ModelVersionRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+COMPACT_CHUNK = 5000
+"""Most rows one compaction transaction reads, so deletes: a first compaction of a large table holds no long lock."""
+DELETE_BATCH = 500
+"""Values per ``IN (...)`` list (well under SQLite's limit on bound parameters)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -74,6 +79,11 @@ class VersionRow:
     status: str = "served"
     hold_reason: str | None = None
     gate: dict[str, Any] | None = None
+    stands_for: int = 1
+    """Versions this row represents: itself and the older ones compaction merged into it (their
+    learning ranges included: ``offsets_from`` and ``learned_from`` reach back to the earliest)."""
+    held_back_absorbed: int = 0
+    """How many of the merged versions (not this one) the gate had held back."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class Lineage:
 class ModelSummary:
     model: str
     versions: int
+    """Versions recorded, compacted ones included (not the rows left)."""
     held_back: int
     latest_version: int
     latest_at: datetime
@@ -162,11 +173,14 @@ class Registry(RosterRepository):
 
     def versions(
         self, app: str, model: str, limit: int = 100, *, offset: int = 0, status: str | None = None,
+        before: int | None = None,
     ) -> list[VersionRow]:
-        """Newest first."""
+        """Newest first; ``before``: only versions below it (a cursor: the last version of the previous page)."""
         stmt = select(ModelVersionRow).where(ModelVersionRow.app == app, ModelVersionRow.model == model)
         if status is not None:
             stmt = stmt.where(ModelVersionRow.status == status)
+        if before is not None:
+            stmt = stmt.where(ModelVersionRow.version < before)
         stmt = stmt.order_by(ModelVersionRow.version.desc()).offset(offset).limit(limit)
         try:
             with Session(self._engine) as session:
@@ -188,19 +202,41 @@ class Registry(RosterRepository):
     def metric_history(
         self, app: str, model: str, limit: int = 500, *, since: datetime | None = None,
     ) -> list[VersionRow]:
-        """Metrics of every version at publication, oldest first (the newest ``limit``)."""
-        stmt = select(ModelVersionRow).where(ModelVersionRow.app == app, ModelVersionRow.model == model)
+        """Metrics at publication, oldest first, over the model's whole life (or since ``since``): every
+        row, or at most ``limit`` of them spread evenly over the version numbers, first and newest included."""
+        if limit < 1:
+            return []
+        mv = ModelVersionRow
+        where = [mv.app == app, mv.model == model]
         if since is not None:
-            stmt = stmt.where(ModelVersionRow.created_at >= since)
-        stmt = stmt.order_by(ModelVersionRow.version.desc()).limit(limit)
-        return list(reversed(self._select(stmt)))
+            where.append(mv.created_at >= since)
+        stmt = select(mv).where(*where).order_by(mv.version)
+        try:
+            with Session(self._engine) as session:
+                span = select(func.count(), func.min(mv.version), func.max(mv.version)).where(*where)
+                rows, first, last = session.execute(span).one()
+                if rows <= limit:
+                    return [self._to_row(r) for r in session.scalars(stmt)]
+                if limit == 1:
+                    return [self._to_row(r) for r in session.scalars(stmt.where(mv.version == last))]
+                # limit - 1 buckets of equal version span, the newest version alone in one more; the first row of each.
+                # Picked first, then read: as one statement PostgreSQL may re-run the grouping for every row.
+                bucket = func.cast(mv.version - first, BigInteger) * (limit - 1) // (last - first)
+                picked = sorted(session.scalars(select(func.min(mv.version)).where(*where).group_by(bucket)))
+                return [
+                    self._to_row(r)
+                    for i in range(0, len(picked), DELETE_BATCH)
+                    for r in session.scalars(stmt.where(mv.version.in_(picked[i:i + DELETE_BATCH])))
+                ]
+        except OperationalError as exc:
+            raise BackendUnavailable(f"registry: {exc.orig}") from exc
 
     def models(self, app: str) -> list[ModelSummary]:
         """Every model of ``app`` with a version, by name."""
-        held = func.sum(func.cast(ModelVersionRow.status == "held_back", Integer))
+        held = func.sum(func.cast(ModelVersionRow.status == "held_back", Integer) + ModelVersionRow.held_back_absorbed)
         stmt = (
             select(
-                ModelVersionRow.model, func.count(), held, func.max(ModelVersionRow.version),
+                ModelVersionRow.model, func.sum(ModelVersionRow.stands_for), held, func.max(ModelVersionRow.version),
                 func.max(ModelVersionRow.created_at),
             )
             .where(ModelVersionRow.app == app)
@@ -210,9 +246,74 @@ class Registry(RosterRepository):
         try:
             with Session(self._engine) as session:
                 return [
-                    ModelSummary(model=m, versions=n, held_back=int(h or 0), latest_version=v, latest_at=at)
+                    ModelSummary(model=m, versions=int(n), held_back=int(h or 0), latest_version=v, latest_at=at)
                     for m, n, h, v, at in session.execute(stmt)
                 ]
+        except OperationalError as exc:
+            raise BackendUnavailable(f"registry: {exc.orig}") from exc
+
+    def compact_versions(
+        self, app: str, model: str, *, keep_full: int, keep_sampled: int, keep: Collection[int] = (),
+        keep_held_back: int = 10,
+    ) -> int:
+        """Bound the rows of ``model``; returns how many were deleted.
+
+        The newest ``keep_full`` versions stay. Of the older ones stay the first version and the multiples
+        of a stride, the smallest power of two that leaves fewer than ``keep_sampled`` multiples: as the
+        model ages the stride doubles and the sample thins to a subset of itself, so compacting again
+        changes nothing and a chart keeps its points. Whatever their age, the versions an audit entry of
+        the model names stay, those in ``keep`` (pinned, current), and the newest ``keep_held_back`` held
+        back by the gate (the latest reasons an operator may look for).
+
+        A deleted row's learning range and count pass to the next kept row, so the kept rows' ranges
+        still tile the model's history. Runs in transactions of at most ``COMPACT_CHUNK`` rows; one
+        compaction at a time per model (the trainer, the single writer, calls it).
+        """
+        if keep_full < 1 or keep_sampled < 1 or keep_held_back < 0:
+            raise ValueError("keep_full and keep_sampled must be at least 1, keep_held_back at least 0")
+        mv = ModelVersionRow
+        of_model = (mv.app == app, mv.model == model)
+        try:
+            with Session(self._engine) as session:
+                first, last = session.execute(select(func.min(mv.version), func.max(mv.version)).where(*of_model)).one()
+                if last is None or last - keep_full <= first:
+                    return 0
+                boundary = last - keep_full  # versions above it stay in full
+                protected = {first, *keep}
+                audited = select(AuditRow.version_from, AuditRow.version_to).where(AuditRow.app == app, AuditRow.model == model)
+                protected.update(v for pair in session.execute(audited) for v in pair if v is not None)
+                protected.update(session.scalars(
+                    select(mv.version).where(*of_model, mv.status == "held_back", mv.version <= boundary)
+                    .order_by(mv.version.desc()).limit(keep_held_back)
+                ))
+                stride = _stride(boundary, keep_sampled)
+                above = session.execute(
+                    select(*_Absorber.COLUMNS).where(*of_model, mv.version > boundary).order_by(mv.version).limit(1)
+                ).one()
+            absorber = _Absorber(above)
+            deleted, cursor = 0, boundary + 1
+            while True:
+                with Session(self._engine) as session, session.begin():
+                    page = session.execute(
+                        select(*_Absorber.COLUMNS).where(*of_model, mv.version < cursor).order_by(mv.version.desc())
+                        .limit(COMPACT_CHUNK)
+                    ).all()
+                    doomed: list[int] = []
+                    # newest first: a kept row absorbs the deleted ones right below it, so each commit leaves the ranges tiled
+                    for row in page:
+                        if row.version % stride == 0 or row.version in protected:
+                            absorber.save(session)
+                            absorber = _Absorber(row)
+                        else:
+                            absorber.absorb(row)
+                            doomed.append(row.id)
+                    absorber.save(session)
+                    for i in range(0, len(doomed), DELETE_BATCH):
+                        session.execute(delete(mv).where(mv.id.in_(doomed[i:i + DELETE_BATCH])))
+                deleted += len(doomed)
+                if len(page) < COMPACT_CHUNK:
+                    return deleted
+                cursor = page[-1].version
         except OperationalError as exc:
             raise BackendUnavailable(f"registry: {exc.orig}") from exc
 
@@ -293,4 +394,61 @@ class Registry(RosterRepository):
             status=r.status,
             hold_reason=r.hold_reason,
             gate=dict(r.gate) if r.gate is not None else None,
+            stands_for=r.stands_for,
+            held_back_absorbed=r.held_back_absorbed,
         )
+
+
+def _stride(old: int, most: int) -> int:
+    """The smallest power of two with fewer than ``most`` multiples in 1..``old``: with the first
+    version, at most ``most`` rows sample the old versions."""
+    stride = 1
+    while old // stride >= most:
+        stride *= 2
+    return stride
+
+
+def _earliest(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per partition, the lower of two offset maps (a partition only one of them knows keeps its offset)."""
+    if a is None or b is None:
+        return a if b is None else b
+    out = dict(a)
+    for key, offset in b.items():
+        out[key] = min(out[key], offset) if key in out else offset
+    return out
+
+
+class _Absorber:
+    """A kept row while compaction merges the deleted rows below it into it."""
+
+    COLUMNS = (
+        ModelVersionRow.id, ModelVersionRow.version, ModelVersionRow.status, ModelVersionRow.stands_for,
+        ModelVersionRow.held_back_absorbed, ModelVersionRow.offsets_from, ModelVersionRow.learned_from,
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.id: int = row.id
+        self.stands_for: int = row.stands_for
+        self.held_back_absorbed: int = row.held_back_absorbed
+        self.offsets_from: dict[str, Any] | None = row.offsets_from
+        self.learned_from: datetime | None = row.learned_from
+        self.changed = False
+
+    def absorb(self, row: Any) -> None:
+        self.stands_for += row.stands_for
+        self.held_back_absorbed += row.held_back_absorbed + int(row.status == "held_back")
+        self.offsets_from = _earliest(self.offsets_from, row.offsets_from)
+        if row.learned_from is not None and (self.learned_from is None or row.learned_from < self.learned_from):
+            self.learned_from = row.learned_from
+        self.changed = True
+
+    def save(self, session: Session) -> None:
+        if not self.changed:
+            return
+        values: dict[str, Any] = {"stands_for": self.stands_for, "held_back_absorbed": self.held_back_absorbed}
+        if self.offsets_from is not None:  # else it stays NULL (a JSON null would read back the same)
+            values["offsets_from"] = self.offsets_from
+        if self.learned_from is not None:
+            values["learned_from"] = self.learned_from
+        session.execute(update(ModelVersionRow).where(ModelVersionRow.id == self.id).values(**values))
+        self.changed = False

@@ -38,6 +38,11 @@ class ModelVersionRow(Base):
     """``served``: made current when published (or promoted since); ``held_back`` by the gate."""
     hold_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # compaction (migration 0005)
+    stands_for: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """How many versions this row represents: itself and the older rows compaction merged into it."""
+    held_back_absorbed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many of the merged rows (not this one) had been held back by the gate."""
 
 
 class AuditRow(Base):

@@ -25,6 +25,10 @@ from .core import Snapshot
 log = logging.getLogger(__name__)
 
 
+COMPACT_EVERY = 100
+"""Registry rows recorded between two compactions of a model's history."""
+
+
 def _retrieve(future: asyncio.Future[object]) -> None:
     """Mark a fire-and-forget delivery's failure as seen (it was logged where it matters)."""
     if not future.cancelled():
@@ -76,6 +80,11 @@ class Publisher:
         self._retention = retention
         """What stays of older versions in Redis after each publication (``None``: everything)."""
         self.pruned = 0
+        """Blobs deleted from Redis by the retention."""
+        self.compacted = 0
+        """Registry rows merged away by compaction."""
+        self._recorded_since_compaction = 0
+        self._compactor: asyncio.Task[None] | None = None
         self.held_back = 0
         self.last_decision: dict[str, object] | None = None
         self._unrecorded: deque[_Unrecorded] = deque()
@@ -183,18 +192,44 @@ class Publisher:
                 )
                 return
             self._unrecorded.popleft()
+            self._recorded_since_compaction += 1
         self._backoff_s = 0.0
         self._retry_at = 0.0
+        if self._retention is not None and self._recorded_since_compaction >= COMPACT_EVERY:
+            if self._compactor is None or self._compactor.done():
+                self._compactor = asyncio.get_running_loop().create_task(self._compact(meta.app, meta.model))
+
+    async def _compact(self, app: str, model: str) -> None:
+        """Bound the model's registry rows (in the background: a first compaction of a large
+        table takes a while, and new rows go on being recorded meanwhile)."""
+        assert self._retention is not None
+        r = self._retention
+        try:
+            keep = set(await self._store.pinned(model))
+            if (current := await self._store.current_version(model)) is not None:
+                keep.add(current)
+            self._recorded_since_compaction = 0
+            deleted = await asyncio.to_thread(
+                self._registry.compact_versions, app, model,
+                keep_full=r.registry_full, keep_sampled=r.registry_sampled, keep=keep,
+            )
+        except Exception as exc:  # noqa: BLE001 - compaction is housekeeping: tried again after more rows
+            log.warning("registry compaction of %s deferred: %r", model, exc)
+            return
+        self.compacted += deleted
+        if deleted:
+            log.info("registry of %s compacted: %s older rows merged into their neighbours", model, deleted)
 
     @property
     def registry_backlog(self) -> int:
         return len(self._unrecorded)
 
     async def close(self) -> None:
-        """Stop a background write in progress (rows not written stay in the backlog)."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        """Stop a background write or compaction in progress (rows not written stay in the backlog)."""
+        for task in (self._flusher, self._compactor):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass

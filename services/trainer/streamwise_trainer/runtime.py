@@ -492,5 +492,7 @@ class TrainerRuntime:
             "registry_backlog": self._publisher.registry_backlog if self._publisher is not None else 0,
             "registry_failures": self._publisher.registry_failures if self._publisher is not None else 0,
             "held_back": getattr(self._publisher, "held_back", 0),
+            "blobs_pruned": getattr(self._publisher, "pruned", 0),
+            "registry_rows_compacted": getattr(self._publisher, "compacted", 0),
             "last_gate": getattr(self._publisher, "last_decision", None),
         }

@@ -1,18 +1,18 @@
 """The model-lifecycle JSON API: models, versions with lineage, metric history, the audit log,
-promotion and rollback. The web app's pages and the operator CLI read the same data."""
+promotion and rollback, pins. The web app's pages and the operator CLI read the same data."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.http import JSON_TYPES, decode_utf8, loads_strict, read_body, require_media_type
-from streamwise_core.lifecycle.operations import LifecycleError, move_current
+from streamwise_core.lifecycle.operations import LifecycleError, PinAction, move_current, pin, unpin
 from streamwise_core.registry import AuditEntry, VersionRow
 from streamwise_core.signing import Signer
 
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(r
 Operator = Annotated[Principal, Depends(require_operator)]
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ModelName = Annotated[str, Path(pattern=MODEL_PATTERN, description="The model's name, as in the app spec.")]
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="The version's number.")]
 NOT_FOUND = {404: {"model": Problem, "description": "No such model."}}
 UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}, **AUTH_RESPONSES}
 BAD_QUERY: dict[int | str, dict[str, Any]] = {}
@@ -48,6 +49,9 @@ class VersionInfo(BaseModel):
     offsets_to: dict[str, int] = Field(description="Offsets this version learned up to (inclusive).")
     learned_from: datetime | None
     learned_to: datetime | None
+    stored: bool = Field(description="Its blob is still in Redis, so it can be promoted or rolled back to; "
+                         "`false`: deleted by retention (its row stays for lineage and charts).")
+    pinned: bool = Field(description="An operator pinned it: retention keeps its blob whatever its age.")
 
 
 class MetricPoint(BaseModel):
@@ -109,13 +113,14 @@ async def _check_model(services: Services, model: str) -> None:
     _known(services, model, {s.model for s in summaries})
 
 
-def _version_info(row: VersionRow, current: int | None) -> VersionInfo:
+def _version_info(row: VersionRow, current: int | None, stored: set[int], pinned: set[int]) -> VersionInfo:
     return VersionInfo(
         version=row.version, status=row.status, current=row.version == current, hold_reason=row.hold_reason,
         gate=row.gate, examples_seen=row.examples_seen, metrics=row.metrics, created_at=as_utc(row.created_at),
         blob_sha256=row.blob_sha256, key_id=row.key_id, river_version=row.river_version,
         spec_sha256=row.spec_sha256, offsets_from=row.offsets_from, offsets_to=row.offsets,
         learned_from=_utc(row.learned_from), learned_to=_utc(row.learned_to),
+        stored=row.version in stored, pinned=row.version in pinned,
     )
 
 
@@ -123,20 +128,44 @@ def _utc(moment: datetime | None) -> datetime | None:
     return as_utc(moment) if moment is not None else None
 
 
-@router.get("/models/{model}/versions", responses={**NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
+NEXT_PAGE_HEADERS = {
+    "X-Next-Before": {"description": "The cursor of the next (older) page: pass it as `before`. Absent on the last page.",
+                      "schema": {"type": "integer"}},
+    "Link": {"description": 'The next page\'s URL, `<…?limit=50&before=37>; rel="next"`. Absent on the last page.',
+             "schema": {"type": "string"}},
+}
+
+
+@router.get("/models/{model}/versions",
+            responses={200: {"headers": NEXT_PAGE_HEADERS}, **NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
 async def list_versions(
-    services: ServicesDep, model: ModelName,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    request: Request, response: Response, services: ServicesDep, model: ModelName,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Cursor: only versions below this one "
+                                        "(the previous page's `X-Next-Before`).")] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9, deprecated=True, description="Skip this many; use `before`.")] = 0,
     status: Annotated[Literal["served", "held_back"] | None, Query()] = None,
 ) -> list[VersionInfo]:
-    """Versions newest first: lineage, gate status and the reason a version was held back."""
+    """Versions newest first, a page at a time: lineage, gate status, the reason a version was held back,
+    whether its blob is still stored and whether it is pinned."""
     await _check_model(services, model)
     rows = await asyncio.to_thread(
-        services.registry.versions, services.settings.spec.name, model, limit, offset=offset, status=status,
+        services.registry.versions, services.settings.spec.name, model, limit + 1, offset=offset, status=status, before=before,
     )
-    pointer = await services.store.pointer(model)
-    return [_version_info(r, pointer.version if pointer else None) for r in rows]
+    page = rows[:limit]
+    if len(rows) > limit:
+        _link_next_page(request, response, page[-1].version)
+    pointer, stored, pinned = await asyncio.gather(
+        services.store.pointer(model), services.store.stored_versions(model), services.store.pinned(model),
+    )
+    current = pointer.version if pointer else None
+    return [_version_info(r, current, set(stored), set(pinned)) for r in page]
+
+
+def _link_next_page(request: Request, response: Response, before: int) -> None:
+    url = request.url.remove_query_params("offset").include_query_params(before=before)
+    response.headers["X-Next-Before"] = str(before)
+    response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
 
 
 @router.get("/models/{model}/metrics", responses={**NOT_FOUND, **UNAVAILABLE, **BAD_QUERY})
@@ -177,7 +206,8 @@ def _audit_item(e: AuditEntry) -> AuditItem:
 
 
 MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No such model, or the version is not stored."},
+    404: {"model": Problem, "description": "No such model or version, or the version was deleted by retention "
+          "(its blob is no longer stored)."},
     409: {"model": Problem, "description": "The version is not earlier (rollback) / later (promote) than the "
           "current one, fails verification, or the pointer moved meanwhile."},
     413: {"model": Problem, "description": f"A body over {MAX_MOVE_BODY} bytes."},
@@ -188,7 +218,7 @@ MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _move_route(action: Literal["promote", "rollback"]) -> Any:
     async def move(request: Request, services: ServicesDep, model: ModelName, principal: Operator) -> MoveResult:
-        body = await _move_body(request)
+        body = await _body(request, MoveRequest)
         await _check_model(services, model)
         who = principal.actor
         try:
@@ -214,33 +244,92 @@ def _move_route(action: Literal["promote", "rollback"]) -> Any:
     return move
 
 
-async def _move_body(request: Request) -> MoveRequest:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _body(request: Request, kind: type[Body]) -> Body:
     """The body, read only after the key was checked: 415, 413, or 422 naming the field."""
     require_media_type(request.headers.get("content-type"), JSON_TYPES)
     value = loads_strict(decode_utf8(await read_body(request, MAX_MOVE_BODY)), ["body"])
     try:
-        return MoveRequest.model_validate(value)
+        return kind.model_validate(value)
     except ValidationError as exc:
         raise ValidationFailed([
             {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
         ]) from None
 
 
-MOVE_BODY_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": MoveRequest.model_json_schema()}},
-    }
+def _body_schema(kind: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": kind.model_json_schema()}}}}
+
+
+MOVE_BODY_SCHEMA = _body_schema(MoveRequest)
+
+
+class PinRequest(BaseModel):
+    """Why (recorded in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class PinResult(BaseModel):
+    model: str
+    version: int
+    pinned: bool
+    audit_id: int
+    actor: str
+
+
+PIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such model or version, or (pin) the version was deleted by retention: "
+          "the registry knows it but its blob is no longer stored."},
+    409: {"model": Problem, "description": "Pin: the version is pinned already. Unpin: it is not pinned."},
+    413: {"model": Problem, "description": f"A body over {MAX_MOVE_BODY} bytes."},
+    415: {"model": Problem, "description": "A content type other than JSON."},
+    **UNAVAILABLE,
 }
 
 
+def _pin_route(action: PinAction) -> Any:
+    operation = pin if action == "pin" else unpin
+
+    async def change(
+        request: Request, services: ServicesDep, model: ModelName, version: VersionNumber, principal: Operator,
+    ) -> PinResult:
+        body = await _body(request, PinRequest)
+        await _check_model(services, model)
+        try:
+            changed = await operation(
+                services.store, services.registry, app=services.settings.spec.name, model=model, version=version,
+                actor=principal.actor, reason=body.reason,
+            )
+        except LifecycleError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+        return PinResult(model=model, version=version, pinned=changed.pinned, audit_id=changed.audit_id, actor=principal.actor)
+
+    change.__name__ = action
+    change.__doc__ = (
+        "Pin a stored version: retention keeps its blob whatever its age, so it can always be rolled back to."
+        if action == "pin" else
+        "Unpin a version: retention may delete its blob again at the next pruning."
+    ) + " Needs the operator role; the reason goes into the audit log."
+    return change
+
+
 def build_router() -> APIRouter:
-    """The lifecycle routes: reads for viewers, promote and roll back for operators."""
+    """The lifecycle routes: reads for viewers; promote, roll back, pin and unpin for operators."""
     writes = APIRouter(prefix="/api/v1", tags=["lifecycle"])
     for action in ("rollback", "promote"):
         writes.add_api_route(
             f"/models/{{model}}/{action}", _move_route(action), methods=["POST"],  # type: ignore[arg-type]
             responses=MOVE_RESPONSES, response_model=MoveResult, openapi_extra=MOVE_BODY_SCHEMA,
+        )
+    for pin_action in ("pin", "unpin"):
+        writes.add_api_route(
+            f"/models/{{model}}/versions/{{version}}/{pin_action}", _pin_route(pin_action),  # type: ignore[arg-type]
+            methods=["POST"], responses=PIN_RESPONSES, response_model=PinResult, openapi_extra=_body_schema(PinRequest),
         )
     combined = APIRouter()
     combined.include_router(router)

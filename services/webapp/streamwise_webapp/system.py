@@ -30,6 +30,8 @@ class ServiceHealth(BaseModel):
 
 
 class TopicLag(BaseModel):
+    model: str | None = Field(default=None, description="The model whose learner reads the topic (`None`: a trainer "
+                              "that does not say).")
     topic: str
     partition: int
     lag: float = Field(description="Records not yet consumed by the trainer.")
@@ -79,6 +81,15 @@ def _value(samples: Iterable[Sample], name: str, **labels: str) -> float | None:
     return sum(found) if found else None
 
 
+def _lag(trainer: Iterable[Sample]) -> list[TopicLag]:
+    """The trainer's lag per model, topic and partition, grouped by model."""
+    rows = (
+        TopicLag(model=ls.get("model"), topic=ls.get("topic", "?"), partition=int(ls.get("partition", "0") or 0), lag=v)
+        for n, ls, v in trainer if n == "streamwise_trainer_consumer_lag"
+    )
+    return sorted(rows, key=lambda x: (x.model or "", x.topic, x.partition))
+
+
 class StateBuilder:
     """Turns probes and the web app's own counters into a ``SystemState``; keeps counter history."""
 
@@ -100,11 +111,7 @@ class StateBuilder:
         ingest = probes["ingest"].samples
         predictor = probes["predictor"].samples
         trainer = probes["trainer"].samples
-        lag = sorted(
-            (TopicLag(topic=ls.get("topic", "?"), partition=int(ls.get("partition", "0") or 0), lag=v)
-             for n, ls, v in trainer if n == "streamwise_trainer_consumer_lag"),
-            key=lambda x: (x.topic, x.partition),
-        )
+        lag = _lag(trainer)
         created = _value(predictor, "streamwise_predictor_model_created_timestamp_seconds")
         summary = freshness.summary()
         return SystemState(

@@ -45,6 +45,7 @@
   }
 
   // JSON over fetch; writes carry the session's CSRF token. Rejects with ApiError.
+  // options.withHeaders: resolve {data, headers} (e.g. a page's next cursor) instead of the data.
   function api(path, options) {
     options = options || {};
     var headers = { Accept: "application/json" };
@@ -63,7 +64,7 @@
         var data = null;
         try { data = raw ? JSON.parse(raw) : null; } catch (err) { data = raw; }
         if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
-        return data;
+        return options.withHeaders ? { data: data, headers: response.headers } : data;
       });
     });
   }

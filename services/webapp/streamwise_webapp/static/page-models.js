@@ -12,6 +12,11 @@
   var metric = null;
   var selected = document.body.dataset.model;
   var pending = null; // the action the confirmation dialog is about
+  var PAGE = 30; // versions a page
+  var before = null; // the versions page shown: versions below this one (null: the newest)
+  var newerPages = []; // the cursors of the pages before it, to go back
+  var olderPage = null; // the cursor of the next (older) page; null on the last one
+  var DELETED = "Deleted by retention: its blob is no longer stored, so it cannot be served again.";
   var COLORS = ["--accent", "--accent-2", "--ok", "--warn", "--muted"];
 
   function short(sha) { return sha ? sha.slice(0, 10) : "–"; }
@@ -48,7 +53,9 @@
       S.toast(message, "ok");
       refresh();
     }).catch(function (err) {
-      S.text(el("confirm-error"), err.status === 404 ? "Not available yet on this server." : (err.message || String(err)));
+      // A 404 without a reason of its own: a route this server does not have yet.
+      var missing = err.status === 404 && err.detail === "Not Found";
+      S.text(el("confirm-error"), missing ? "Not available yet on this server." : (err.message || String(err)));
       el("confirm-error").hidden = false;
     }).then(function () { el("confirm-ok").disabled = false; });
   });
@@ -192,32 +199,71 @@
 
   // ---- versions ---------------------------------------------------------------------
 
+  // The version the model serves now: from the roster, as it may be on another page.
+  function servedVersion(rows) {
+    var model = roster.filter(function (m) { return m.name === selected; })[0];
+    if (model && model.version) return model.version;
+    var current = rows.filter(function (r) { return r.current; })[0];
+    return current ? current.version : null;
+  }
+
+  function moveButton(r, served) {
+    var action = r.version < served ? "rollback" : "promote";
+    var button = make("button", {
+      type: "button", className: action === "promote" ? "button-primary" : "button-quiet", "data-action": action,
+      "data-version": String(r.version), text: (action === "promote" ? "Promote to v" : "Roll back to v") + r.version,
+      disabled: !r.stored, title: r.stored ? null : DELETED,
+      onclick: function () {
+        confirmAction((action === "promote" ? "Promote " : "Roll back ") + selected + " to v" + r.version + "?",
+          "Every predictor switches from v" + served + " to v" + r.version + " within a poll interval.",
+          function (reason) {
+            return S.api("/api/v1/models/" + encodeURIComponent(selected) + "/" + action, { method: "POST", body: { version: r.version, reason: reason } })
+              .then(function (moved) { return selected + " now serves v" + moved.version_to + "."; });
+          });
+      }
+    });
+    // A disabled button gets no pointer events in some browsers: the tooltip sits on a wrapper too.
+    return r.stored ? button : make("span", { title: DELETED }, [button]);
+  }
+
+  function pinButton(r) {
+    var action = r.pinned ? "unpin" : "pin";
+    return make("button", {
+      type: "button", className: "button-quiet", "data-action": action, "data-version": String(r.version),
+      text: r.pinned ? "Unpin" : "Pin",
+      onclick: function () {
+        confirmAction((r.pinned ? "Unpin " : "Pin ") + selected + " v" + r.version + "?",
+          r.pinned ? "Retention may delete its blob again at the next pruning."
+            : "Retention keeps its blob, whatever its age, until it is unpinned.",
+          function (reason) {
+            return S.api("/api/v1/models/" + encodeURIComponent(selected) + "/versions/" + r.version + "/" + action,
+              { method: "POST", body: { reason: reason } })
+              .then(function () { return selected + " v" + r.version + (r.pinned ? " unpinned." : " pinned."); });
+          });
+      }
+    });
+  }
+
+  function blobBadge(r) {
+    if (r.pinned) return make("span", { className: "badge badge-calm", title: "Retention keeps it.", text: "pinned" });
+    if (r.stored) return make("span", { className: "badge badge-muted", text: "stored" });
+    return make("span", { className: "badge badge-alert", title: DELETED, text: "deleted" });
+  }
+
   function renderVersions(rows) {
     S.text(el("versions-model"), selected);
     var tbody = el("versions");
-    var served = rows.filter(function (r) { return r.current; })[0];
+    var served = servedVersion(rows);
     tbody.replaceChildren.apply(tbody, rows.map(function (r) {
       var actions = [];
-      if (canOperate && served && !r.current) {
-        var action = r.version < served.version ? "rollback" : "promote";
-        actions.push(make("button", {
-          type: "button", className: action === "promote" ? "button-primary" : "button-quiet", "data-action": action,
-          "data-version": String(r.version), text: (action === "promote" ? "Promote to v" : "Roll back to v") + r.version,
-          onclick: function () {
-            confirmAction((action === "promote" ? "Promote " : "Roll back ") + selected + " to v" + r.version + "?",
-              "Every predictor switches from v" + served.version + " to v" + r.version + " within a poll interval.",
-              function (reason) {
-                return S.api("/api/v1/models/" + encodeURIComponent(selected) + "/" + action, { method: "POST", body: { version: r.version, reason: reason } })
-                  .then(function (moved) { return selected + " now serves v" + moved.version_to + "."; });
-              });
-          }
-        }));
-      }
+      if (canOperate && served && !r.current) actions.push(moveButton(r, served));
+      if (canOperate && (r.stored || r.pinned)) actions.push(pinButton(r));
       var status = r.current ? "serving" : r.status === "held_back" ? "held back" : "published";
       return make("tr", { className: r.current ? "primary" : "" }, [
         make("th", { scope: "row", text: "v" + r.version }),
         make("td", {}, [make("time", { dateTime: r.created_at, text: S.formatTime(r.created_at) })]),
         make("td", { title: r.hold_reason || "" }, [make("span", { className: "badge badge-" + (r.current ? "calm" : r.status === "held_back" ? "alert" : "muted"), text: status })]),
+        make("td", {}, [blobBadge(r)]),
         make("td", { text: S.integer.format(r.examples_seen) }),
         make("td", { text: S.formatMetric(r.metrics[metric || "accuracy"]) }),
         make("td", { className: "mono", text: offsetsText(r.offsets_from) + " → " + offsetsText(r.offsets_to) }),
@@ -227,10 +273,39 @@
     }));
   }
 
-  el("versions-select").addEventListener("change", function (e) { selected = e.currentTarget.value; loadVersions(); });
+  function renderPager(rows) {
+    el("versions-newer").disabled = before === null;
+    el("versions-older").disabled = olderPage === null;
+    S.text(el("versions-range"), rows.length ? "v" + rows[0].version + " – v" + rows[rows.length - 1].version : "No versions");
+  }
+
+  el("versions-select").addEventListener("change", function (e) {
+    selected = e.currentTarget.value;
+    before = null;
+    newerPages = [];
+    loadVersions();
+  });
+  el("versions-older").addEventListener("click", function () {
+    if (olderPage === null) return;
+    newerPages.push(before);
+    before = olderPage;
+    loadVersions();
+  });
+  el("versions-newer").addEventListener("click", function () {
+    if (!newerPages.length) return;
+    before = newerPages.pop();
+    loadVersions();
+  });
 
   function loadVersions() {
-    return S.api("/api/v1/models/" + encodeURIComponent(selected) + "/versions?limit=30").then(renderVersions);
+    var query = "?limit=" + PAGE + (before === null ? "" : "&before=" + before);
+    var path = "/api/v1/models/" + encodeURIComponent(selected) + "/versions" + query;
+    return S.api(path, { withHeaders: true }).then(function (page) {
+      var next = page.headers.get("X-Next-Before");
+      olderPage = next ? Number(next) : null;
+      renderVersions(page.data);
+      renderPager(page.data);
+    });
   }
 
   // ---- data -------------------------------------------------------------------------

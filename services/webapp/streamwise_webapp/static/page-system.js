@@ -43,9 +43,14 @@
       ["created → served (predictor)", S.formatSeconds(f.created_to_served_s)], ["age of the served version", S.formatSeconds(f.served_model_age_s)]
     ]);
     var lag = el("lag");
-    lag.replaceChildren.apply(lag, state.lag.length ? state.lag.map(function (l) {
-      return make("tr", {}, [make("th", { scope: "row", text: l.topic }), make("td", { text: String(l.partition) }), make("td", { text: S.integer.format(l.lag) })]);
-    }) : [make("tr", {}, [make("td", { colspan: "3", className: "muted", text: "No lag reported (the trainer is down or not consuming yet)." })])]);
+    lag.replaceChildren.apply(lag, state.lag.length ? state.lag.map(function (l, i) {
+      // Rows come grouped by model: its name stands out on the group's first row.
+      var first = i === 0 || state.lag[i - 1].model !== l.model;
+      return make("tr", {}, [
+        make("th", { scope: "row", className: first ? "" : "muted", text: l.model || "–" }),
+        make("td", { text: l.topic }), make("td", { text: String(l.partition) }), make("td", { text: S.integer.format(l.lag) })
+      ]);
+    }) : [make("tr", {}, [make("td", { colspan: "4", className: "muted", text: "No lag reported (the trainer is down or not consuming yet)." })])]);
     var reasons = Object.keys(state.dead_letters.by_reason).map(function (r) { return r + ": " + state.dead_letters.by_reason[r]; });
     S.text(el("dead-summary"), S.integer.format(state.dead_letters.total) + " dead letters" + (reasons.length ? " — " + reasons.join(", ") : ""));
   }
