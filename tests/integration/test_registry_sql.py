@@ -134,6 +134,25 @@ def test_migrate_twice_is_idempotent(db_url: str) -> None:
         reg.close()
 
 
+def test_a_url_encoded_password_migrates_and_records(postgres_server: PostgresServer) -> None:
+    """Trust authentication on the test server accepts any password: what matters is that ``%``
+    in the URL (``p@ss`` encoded) reaches the driver intact instead of crashing Alembic's config."""
+    name = f"reg_{uuid.uuid4().hex[:12]}"
+    with _pg_admin(postgres_server) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres:p%40ss%25@{postgres_server.host}:{postgres_server.port}/{name}"
+    migrate(url)
+    registry = Registry.from_url(url)
+    try:
+        meta = ModelMeta(app="a", model="m", version=1, task="binary", examples_seen=1)
+        assert registry.record_version(meta, "k1")
+        assert [v.version for v in registry.versions("a", "m")] == [1]
+    finally:
+        registry.close()
+        with _pg_admin(postgres_server) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_record_version_and_versions_newest_first(registry: Registry) -> None:
     app = f"app-{uuid.uuid4().hex[:8]}"
     for version in (2, 1, 3):  # insertion order is not the answer order

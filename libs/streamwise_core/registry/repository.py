@@ -54,7 +54,7 @@ def migrate(url: str) -> None:
     """Bring the database at ``url`` to the newest schema."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # the config parser interpolates %: a URL-encoded password has them
     make_engine(url).dispose()  # creates the SQLite folder if needed
     command.upgrade(cfg, "head")
 
