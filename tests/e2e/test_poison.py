@@ -89,7 +89,9 @@ async def _produce(bootstrap: str, messages: list[tuple[str, str, bytes | None, 
         await producer.stop()
 
 
-async def _dead_letters(bootstrap: str, topic: str, wanted: set[tuple[str, int, int]], timeout_s: float = 60) -> dict[tuple[str, int, int], DeadLettered]:
+async def _dead_letters(
+    bootstrap: str, topic: str, wanted: set[tuple[str, int, int]], timeout_s: float = 120,
+) -> dict[tuple[str, int, int], DeadLettered]:
     """Dead letters from the start of ``topic`` until every position in ``wanted`` has one."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
@@ -158,16 +160,16 @@ def test_poison_messages_are_dead_lettered_and_learning_goes_on(kafka_suite: Sui
 
     # The trainer learned every valid example (the late one once its label came) and counts the dead letters.
     expected = examples_before + len(valid) + 1
-    wait_for(lambda: _status(suite)["examples_seen"] >= expected, 60, f"{expected} examples learned")
+    wait_for(lambda: _status(suite)["examples_seen"] >= expected, 120, f"{expected} examples learned")
     status = _status(suite)
     assert status["examples_seen"] == expected, status
     assert status["dead_letters"] == len(poison), status
 
     # The served version advances past the poison, and learning goes on after it.
-    after = client.wait_examples(expected, timeout_s=60)
+    after = client.wait_examples(expected)
     assert after["meta"]["version"] > version_before
     client.send(stream.take(100))
-    final = client.wait_examples(expected + 100, timeout_s=60)
+    final = client.wait_examples(expected + 100)
     assert final["meta"]["version"] > after["meta"]["version"]
     assert _status(suite)["dead_letters"] == len(poison)
     r = httpx.post(f"{suite.url('predictor')}/v1/predict", json={"features": valid[0].features}, timeout=10)
