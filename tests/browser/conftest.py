@@ -5,16 +5,21 @@ Screenshots go to ``STREAMWISE_SCREENSHOT_DIR`` (default ``var/artifacts/screens
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
+from streamwise_core.settings import Topics
 from streamwise_devstack.browser import chromium_args, ensure_chromium
 from streamwise_devstack.suite import Suite
 
@@ -40,9 +45,35 @@ def screenshot_dir() -> Path:
 @dataclass
 class Stack:
     suite: Suite
+    bootstrap: str
 
     def url(self, name: str) -> str:
         return self.suite.url(name)
+
+    def last_offsets(self) -> dict[str, int]:
+        """The offset of the last record of every partition of the events and labels topics that
+        holds any, named as the trainer's status names its offsets (``topic:partition``)."""
+        topics = Topics.for_app(self.suite.env["STREAMWISE_TOPIC_PREFIX"], "fraud")
+
+        async def read() -> dict[str, int]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                described = await admin.describe_topics([topics.events, topics.labels])
+            finally:
+                await admin.close()
+            partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await consumer.start()
+            try:
+                ends = await consumer.end_offsets(partitions)
+            finally:
+                await consumer.stop()
+            return {f"{tp.topic}:{tp.partition}": end - 1 for tp, end in ends.items() if end > 0}
+
+        # Playwright's sync API keeps an event loop in this thread: asyncio runs in another one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, read()).result()
 
     def trainer_status(self) -> dict[str, Any]:
         r = httpx.get(f"{self.url('trainer')}/v1/status", headers=API_KEY, timeout=10)
@@ -72,13 +103,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_broker: Any, redis_ser
     try:
         webapp = suite.url("webapp")
         # The admin comes from the environment once the trainer has migrated the registry.
-        wait_for(lambda: httpx.get(f"{webapp}/api/v1/users", headers=API_KEY, timeout=5).status_code == 200, 60,
+        wait_for(lambda: httpx.get(f"{webapp}/api/v1/users", headers=API_KEY, timeout=30).status_code == 200, 60,
                  "the accounts tables")
         for user in ("olivia", "victor"):
             r = httpx.post(f"{webapp}/api/v1/users", headers=API_KEY, timeout=10,
                            json={"username": user, "password": PASSWORDS[user], "role": ROLES[user]})
             assert r.status_code == 201, r.text
-        yield Stack(suite)
+        yield Stack(suite, kafka_broker.bootstrap)
     finally:
         suite.stop()
 

@@ -1,7 +1,8 @@
 """The web app in a real browser (Debian's headless Chromium through Playwright) against the
 whole suite on Apache Kafka: every page loads without console errors (screenshots saved), live
 updates arrive without a reload, a feedback click becomes a label the trainer learns, the
-promote and rollback buttons change the version the predictor serves, and a viewer cannot."""
+promote and rollback buttons change the version the predictor serves, pin buttons pin, and a
+viewer can do neither."""
 
 from __future__ import annotations
 
@@ -100,17 +101,19 @@ def test_the_form_asks_the_champion_for_a_prediction(trained: Stack, sign_in: Ca
 
 
 def _settled(stack: Stack) -> dict[str, object]:
-    """The trainer's status once it has learned everything sent so far (two equal readings)."""
-    previous: dict[str, object] = {}
+    """The trainer's status once it has learned every event and label in Kafka now (ingest acknowledged
+    them: they are there) and recorded its versions in the registry. Two equal readings a moment apart
+    would not do: a busy trainer can pause that long with records still to learn."""
+    last = stack.last_offsets()
+    assert last, "no events in Kafka: the wrong topics?"
 
-    def same() -> dict[str, object] | None:
-        nonlocal previous
+    def caught_up() -> dict[str, object] | None:
         status = stack.trainer_status()
-        stable = status["examples_seen"] == previous.get("examples_seen") and status["registry_backlog"] == 0
-        previous = status
-        return status if stable else None
+        learned: dict[str, int] = status["offsets"]
+        done = all(learned.get(key, -1) >= offset for key, offset in last.items()) and status["registry_backlog"] == 0
+        return status if done else None
 
-    return wait_for(same, 60, "the trainer to settle", interval_s=0.5)
+    return wait_for(caught_up, 60, "the trainer to learn everything sent so far", interval_s=0.2)
 
 
 def test_a_feedback_click_becomes_a_label_the_trainer_learns(trained: Stack, sign_in: Callable[..., Session]) -> None:
@@ -166,7 +169,7 @@ def test_promote_and_rollback_buttons_change_the_served_version(trained: Stack, 
     page.fill("#confirm-reason", "browser test: roll back")
     page.click("#confirm-ok")
     wait_for(lambda: (s := trained.served()) and s["meta"]["version"] == target, 30, f"v{target} served")
-    page.wait_for_selector(f"button[data-action=promote][data-version='{newest}']", timeout=15_000)
+    page.wait_for_selector(f"button[data-action=promote][data-version='{newest}']", timeout=30_000)
     session.screenshot("models-after-rollback")
 
     page.click(f"button[data-action=promote][data-version='{newest}']")
@@ -177,6 +180,31 @@ def test_promote_and_rollback_buttons_change_the_served_version(trained: Stack, 
     moves = [(e["action"], e["actor"], e["version_to"], e["reason"]) for e in audit["items"][:2]]
     assert moves == [("promote", "olivia", newest, "browser test: promote again"),
                      ("rollback", "olivia", target, "browser test: roll back")]
+
+
+def test_pin_and_unpin_buttons_and_the_versions_pager(trained: Stack, sign_in: Callable[..., Session]) -> None:
+    session = sign_in("olivia")
+    page = session.page
+    _versions_page(session, trained)
+    rows = page.locator("#versions tr").count()
+    assert page.locator("#versions-newer").is_disabled()  # the first page: the newest versions
+    assert page.locator("#versions-older").is_disabled() == (rows < 30)
+    assert page.locator("#versions-range").inner_text().startswith("v")
+    button = page.locator("button[data-action=pin]").first
+    version = button.get_attribute("data-version")
+    button.click()
+    page.wait_for_selector("#confirm[open]")
+    page.fill("#confirm-reason", "browser test: pin")
+    page.click("#confirm-ok")
+    page.wait_for_selector(f"button[data-action=unpin][data-version='{version}']", timeout=30_000)
+    session.screenshot("models-pinned")
+    page.click(f"button[data-action=unpin][data-version='{version}']")
+    page.fill("#confirm-reason", "browser test: unpin")
+    page.click("#confirm-ok")
+    page.wait_for_selector(f"button[data-action=pin][data-version='{version}']", timeout=30_000)
+    audit = httpx.get(f"{trained.url('webapp')}/api/v1/audit", params={"model": MODEL}, headers=API_KEY, timeout=10).json()
+    assert [(e["action"], e["actor"], e["version_to"]) for e in audit["items"][:2]] == [
+        ("unpin", "olivia", int(version or 0)), ("pin", "olivia", int(version or 0))]
 
 
 def test_a_viewer_cannot_promote(trained: Stack, sign_in: Callable[..., Session]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +27,8 @@ from streamwise_devstack.fraud import FraudStream, LateLabels
 from streamwise_devstack.ports import free_port
 
 API_KEY = "test-key"
+DEADLINE_S = 60.0
+"""How long a wait for something that takes a fraction of a second may take before the test fails."""
 
 
 @dataclass
@@ -94,10 +98,29 @@ def ingest() -> Iterator[tuple[Recorder, str]]:
 
     thread = threading.Thread(target=serve, name="fake-ingest", daemon=True)
     thread.start()
-    assert ready.wait(10), "fake ingest did not start"
+    assert ready.wait(DEADLINE_S), "fake ingest did not start"
     yield rec, f"http://127.0.0.1:{address[0]}"
     loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    thread.join(DEADLINE_S)
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {DEADLINE_S}s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+class _Refusals(logging.Handler):
+    """Counts the demo stream's "POST ... failed" warnings (one per request that starts retrying)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("POST /v1/events failed"):
+            self.count += 1
 
 
 def _expected(seed: int, n: int, drift_at: int, late_fraction: float) -> tuple[dict[str, Any], set[str]]:
@@ -185,17 +208,23 @@ async def test_connection_refused_is_retried_until_ingest_listens() -> None:
     port = free_port()
     runner = web.AppRunner(_make_app(rec))
     await runner.setup()
+    refusals = _Refusals()
+    logger = logging.getLogger("streamwise_devstack.demo_stream")
+    logger.addHandler(refusals)
 
     async def start_late() -> None:
-        await asyncio.sleep(0.4)
+        # Listen only once a request was refused, however long the stream takes to send its first.
+        await _until(lambda: refusals.count > 0, "a refused request")
         await web.TCPSite(runner, "127.0.0.1", port).start()
 
     starter = asyncio.create_task(start_late())
     try:
         summary = await stream(f"http://127.0.0.1:{port}", API_KEY, total=200, rate=0, batch=50, seed=6,
-                               progress=False, retry_for=10)
+                               progress=False, retry_for=DEADLINE_S)
     finally:
-        await starter
+        logger.removeHandler(refusals)
+        starter.cancel()  # done already, unless the stream gave up without a refusal
+        await asyncio.gather(starter, return_exceptions=True)
         await runner.cleanup()
     assert summary.retries >= 1
     _check_delivery(rec, summary, seed=6, n=200, drift_at=20_000)
@@ -224,12 +253,11 @@ async def test_endless_stream_stops_and_sends_held_labels(ingest: tuple[Recorder
     task = asyncio.create_task(
         stream(url, API_KEY, total=0, rate=5000, batch=50, seed=8, progress=False, stop=stop)
     )
-    for _ in range(200):
-        if len(rec.events()) >= 600:
-            break
-        await asyncio.sleep(0.02)
-    stop.set()
-    summary = await asyncio.wait_for(task, 10)
+    try:
+        await _until(lambda: len(rec.events()) >= 600 or task.done(), "600 events")
+    finally:
+        stop.set()
+    summary = await asyncio.wait_for(task, DEADLINE_S)
     assert summary.sent >= 600
     _check_delivery(rec, summary, seed=8, n=summary.sent, drift_at=20_000)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
@@ -33,7 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "examples" / "fraud" / "streamwise.toml"
 KEY_ID, SECRET = "k", b"0123456789abcdef0123"
 SIGNER = Signer({KEY_ID: SECRET})
-DEADLINE_S = 10.0
+DEADLINE_S = 30.0
+"""How long a wait for something that happens in milliseconds may take before the test fails."""
 
 
 @dataclass
@@ -129,6 +131,18 @@ def served(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(DEADLINE_S)
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+async def wait_subscribed(redis_url: str, channel: str) -> None:
+    """Until someone (the web app's announcement listener) is subscribed to ``channel``."""
+    client = aioredis.from_url(redis_url)
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while (await client.pubsub_numsub(channel))[0][1] < 1:
+            assert time.monotonic() < deadline, f"nobody subscribed to {channel} after {DEADLINE_S}s"
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 class SseReader:
@@ -331,6 +345,8 @@ async def test_live_stream_follows_new_versions(backends: Backends) -> None:
                 event, state = await stream.next_event()
                 assert (event, state["status"], state["current"]) == ("state", "waiting", None)
 
+                # An announcement sent before the app subscribes is lost (and polling is off).
+                await wait_subscribed(settings.redis_url, backends.store.channel)
                 await backends.publish(1)
                 event, state = await stream.next_event()
                 assert (event, state["status"], state["current"]["version"]) == ("state", "current", 1)

@@ -19,19 +19,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
+LONG_MS = 120_000
+"""A lease no test outlives: it ends only when released, however slow the machine."""
+
+
 def test_second_writer_is_refused_until_the_first_lets_go(redis_url: str) -> None:
     async def go() -> None:
         store = ModelStore.from_url(redis_url, "lease", "app")
         try:
-            await acquire(store, "m", "first", 2000)
-            assert await store.claim_writer("m", "first", 2000) == "first"  # renewal
+            await acquire(store, "m", "first", LONG_MS)
+            assert await store.claim_writer("m", "first", LONG_MS) == "first"  # renewal
             with pytest.raises(WriterConflict, match="first"):
-                await acquire(store, "m", "second", 2000, wait_s=0.3)
+                await acquire(store, "m", "second", LONG_MS, wait_s=0.3)
             await store.release_writer("m", "second")  # not the holder: nothing happens
-            assert await store.claim_writer("m", "second", 2000) == "first"
+            assert await store.claim_writer("m", "second", LONG_MS) == "first"
             await store.release_writer("m", "first")
-            await acquire(store, "m", "second", 2000, wait_s=0)
-            assert await store.claim_writer("m", "first", 2000) == "second"
+            await acquire(store, "m", "second", LONG_MS, wait_s=0)
+            assert await store.claim_writer("m", "first", LONG_MS) == "second"
         finally:
             await store.close()
 
@@ -42,8 +46,8 @@ def test_an_expired_lease_goes_to_the_next_trainer(redis_url: str) -> None:
     async def go() -> None:
         store = ModelStore.from_url(redis_url, "lease", "app")
         try:
-            await acquire(store, "x", "crashed", 300)
-            await acquire(store, "x", "successor", 300, wait_s=2.0)  # waits out the expiry
+            await acquire(store, "x", "crashed", 300)  # never renewed nor released
+            await acquire(store, "x", "successor", LONG_MS, wait_s=60)  # waits out the expiry
             assert await store.claim_writer("x", "crashed", 300) == "successor"
         finally:
             await store.close()
