@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import tempfile
 import time
@@ -94,7 +95,9 @@ class Row:
 
     @property
     def cpu_ratio(self) -> float:
-        return self.river_cpu_us / self.trainer_cpu_us
+        # No CPU counted when one status read already saw every event learned (a short smoke run
+        # on a busy host): no window to measure in.
+        return self.river_cpu_us / self.trainer_cpu_us if self.trainer_cpu_us > 0 else math.nan
 
     def result(self) -> dict[str, object]:
         return {**asdict(self), "ratio": self.ratio, "cpu_ratio": self.cpu_ratio}
