@@ -99,14 +99,16 @@ class Infra:
     @contextmanager
     def services(
         self, names: Sequence[str], *, extra_env: dict[str, str] | None = None, extra_specs: Sequence[ServiceSpec] = (),
+        app_spec: Path = APP_SPEC, database_url: str | None = None,
     ) -> Iterator[Services]:
-        """Start ``names`` (and ``extra_specs``) on a fresh topic prefix; stop them afterwards."""
+        """Start ``names`` (and ``extra_specs``) on a fresh topic prefix; stop them afterwards. The registry is
+        ``database_url``, by default a fresh SQLite file ``<run dir>/<prefix>.db``."""
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         topics = Topics.for_app(prefix, "fraud")
         self.create_topics(topics.all())
         env = suite_env(
             bootstrap=self.bootstrap, idempotence=True, redis_url=self.redis.url,
-            database_url=f"sqlite:///{self.run_dir / (prefix + '.db')}", app_spec=APP_SPEC, topic_prefix=prefix,
+            database_url=database_url or f"sqlite:///{self.run_dir / (prefix + '.db')}", app_spec=app_spec, topic_prefix=prefix,
             extra={
                 "STREAMWISE_LOG_LEVEL": "WARNING",
                 "STREAMWISE_DATA_DIR": str(self.run_dir / prefix / "trainer"),
@@ -125,12 +127,13 @@ class Infra:
 
 
 @contextmanager
-def infra(*, keep_run_dir: bool = False, partitions: int = 1) -> Iterator[Infra]:
-    """A private Apache Kafka 4 (KRaft) and redis-server on 127.0.0.1, stopped afterwards."""
+def infra(*, keep_run_dir: bool = False, partitions: int = 1, broker_config: dict[str, str] | None = None) -> Iterator[Infra]:
+    """A private Apache Kafka 4 (KRaft) and redis-server on 127.0.0.1, stopped afterwards; ``broker_config``
+    adds to (or overrides) the broker's server.properties."""
     run_dir = Path(tempfile.mkdtemp(prefix="streamwise-bench-"))
     try:
         with console.status("starting Kafka (KRaft) and redis-server"):
-            broker = KafkaBroker(run_dir / "kafka")
+            broker = KafkaBroker(run_dir / "kafka", extra_config=broker_config)
             redis = RedisServer(run_dir / "redis")
             broker.start()
         try:

@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/plots.py                  # from the full runs' results
     .venv/bin/python bench/plots.py --smoke --out /tmp/img   # from the smoke runs' results
+    .venv/bin/python bench/plots.py --only soak              # one figure
 
 One figure per benchmark whose results exist (the others are skipped and named):
 ``freshness.png`` (distribution and CDF, with the baselines), ``freshness_timeline.png``
 (input, learning and freshness over time), ``serving.png`` and ``ingest_throughput.png``
 (throughput and p99 latency per second, ours against the baseline, in every mode),
 ``memory.png`` (RSS of each process over time, and the stream learned),
-``learning_throughput.png`` (each model's ratios to river's loop, beside the targets).
+``learning_throughput.png`` (each model's ratios to river's loop, beside the targets),
+``soak.png`` (every store and process over a compressed-time run, each normalised to its first
+sample after the warm-up, and the versions advancing).
 """
 
 from __future__ import annotations
@@ -157,6 +160,48 @@ def memory(data: dict[str, Any], out: Path) -> list[Path]:
     return [path]
 
 
+def soak(data: dict[str, Any], out: Path) -> list[Path]:
+    """Stores and RSS normalised to their first sample after the warm-up, and each model's versions."""
+    series, verdict, target = data["series"], data["verdict"], data["settings"]["target"]
+    t, k = series["t"], verdict["first_index"]
+    fig, (stores, rss, versions) = plt.subplots(3, 1, figsize=(11, 10), sharex=True)
+    memory = [n for n in verdict["curves"] if n.endswith(("RSS MB", "PSS MB"))]
+    for ax, names in ((stores, [n for n in verdict["curves"] if n not in memory]), (rss, memory)):
+        top = 1.5
+        for name in names:
+            base = series[name][k]
+            ys = [v / base if base else math.nan for v in series[name]]
+            top = max(top, *(y for y in ys[k:] if math.isfinite(y)))
+            # PSS dashed, in the colour of the same process's RSS
+            process = name.removesuffix(" PSS MB")
+            color = next((line.get_color() for line in ax.get_lines() if line.get_label().startswith(f"{process} RSS")), None)
+            ax.plot(t, ys, ls="--" if name.endswith("PSS MB") else "-", color=color,
+                    label=f"{name} ({verdict['curves'][name]['ratio']:.2f})")
+        ax.axvspan(0, t[k], color="grey", alpha=0.15, label="warm-up")
+        ax.axhline(target, color="red", lw=0.8, ls="--", label=f"target ≤ {target:g}")
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set(ylabel="/ first sample after warm-up", ylim=(0, top * 1.05))
+        ax.legend(fontsize=7, ncol=3, loc="lower right")
+    stores.set_title("stores (last / first after warm-up in brackets)")
+    rss.set_title("RSS of each process with its children (solid), and PSS (dashed: a forked child's shared pages once)")
+    for name in (n for n in series if n.startswith("version ")):
+        versions.plot(t, series[name], label=name.removeprefix("version "))
+    versions.set(xlabel="s since the first event", ylabel="version published", title="versions of each model")
+    learned = versions.twinx()
+    learned.plot(t, series["events in the topic"], color="black", ls=":", label="events in the topic")
+    learned.plot(t, series["events learned"], color="black", label="events learned (most of any model)")
+    learned.set_ylabel("events")
+    versions.legend(fontsize=7, loc="upper left")
+    learned.legend(fontsize=7, loc="lower right")
+    s = data["settings"]
+    stamp(fig, data, f"Soak: {s['seconds'] / 60:.0f} min at {s['rate']:,.0f} ev/s, a version every {s['publish_every_ms']} ms")
+    fig.tight_layout()
+    path = out / "soak.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 LEARNING_TARGETS = {"linear": 0.5, "hoeffding": 0.8}
 """The issue's targets per model (the forest has none)."""
 
@@ -190,6 +235,7 @@ def learning(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 def main(
     smoke: Annotated[bool, typer.Option(help="Plot the smoke runs' results instead of the full ones")] = False,
     out: Annotated[Path, typer.Option(help="Where the PNGs go")] = ROOT / "docs" / "img",
+    only: Annotated[list[str] | None, typer.Option(help="Draw only these benchmarks (e.g. --only soak)")] = None,
 ) -> None:
     """Draw every result that exists; name the ones missing."""
     out.mkdir(parents=True, exist_ok=True)
@@ -199,8 +245,11 @@ def main(
         "ingest_throughput": lambda d, o: ab(d, o, "ingest_throughput", "ingest", "raw", "events/s", "Ingest vs raw Kafka producer"),
         "memory": memory,
         "learning_throughput": learning,
+        "soak": soak,
     }
     for name, draw in drawers.items():
+        if only and name not in only:
+            continue
         data = load(name, smoke)
         if data is None:
             print(f"{name}: no results, skipped")
