@@ -21,7 +21,7 @@ from streamwise_core.registry import RETIRED
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep
-from .views import Problem, as_utc, finite_metrics
+from .views import Problem, Reason, as_utc, finite_metrics
 
 router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
 Viewer = Annotated[Principal, Depends(require_viewer)]
@@ -105,12 +105,6 @@ class Challenger(BaseModel):
     start: dict[str, Any]
     created_by: str
     created_at: datetime
-
-
-class Reason(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=2000)
 
 
 class ChampionChanged(BaseModel):

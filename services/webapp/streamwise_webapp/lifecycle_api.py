@@ -18,7 +18,7 @@ from streamwise_core.signing import Signer
 
 from .auth import ACTOR_HEADER, AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import Services, ServicesDep
-from .views import Problem, as_utc
+from .views import Problem, Reason, as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["lifecycle"], dependencies=[Depends(require_viewer)])
 Operator = Annotated[Principal, Depends(require_operator)]
@@ -266,14 +266,6 @@ def _body_schema(kind: type[BaseModel]) -> dict[str, Any]:
 MOVE_BODY_SCHEMA = _body_schema(MoveRequest)
 
 
-class PinRequest(BaseModel):
-    """Why (recorded in the audit log)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=2000)
-
-
 class PinResult(BaseModel):
     model: str
     version: int
@@ -298,7 +290,7 @@ def _pin_route(action: PinAction) -> Any:
     async def change(
         request: Request, services: ServicesDep, model: ModelName, version: VersionNumber, principal: Operator,
     ) -> PinResult:
-        body = await _body(request, PinRequest)
+        body = await _body(request, Reason)
         await _check_model(services, model)
         try:
             changed = await operation(
@@ -329,7 +321,7 @@ def build_router() -> APIRouter:
     for pin_action in ("pin", "unpin"):
         writes.add_api_route(
             f"/models/{{model}}/versions/{{version}}/{pin_action}", _pin_route(pin_action),  # type: ignore[arg-type]
-            methods=["POST"], responses=PIN_RESPONSES, response_model=PinResult, openapi_extra=_body_schema(PinRequest),
+            methods=["POST"], responses=PIN_RESPONSES, response_model=PinResult, openapi_extra=_body_schema(Reason),
         )
     combined = APIRouter()
     combined.include_router(router)

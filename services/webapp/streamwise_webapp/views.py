@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamwise_core.appspec import Task
 from streamwise_core.codec import ModelMeta
@@ -71,6 +71,14 @@ class Problem(BaseModel):
     """Error body, as FastAPI writes it for ``HTTPException``."""
 
     detail: str
+
+
+class Reason(BaseModel):
+    """Why an operator acts (recorded in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class Health(BaseModel):
