@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for the four Streamwise services; the command chooses the service:
 #   trainer    python -m streamwise_trainer worker             (STREAMWISE_HTTP_HOST/PORT: 0.0.0.0/8003)
 #   ingest     uvicorn streamwise_ingest.app:create_app --factory --host 0.0.0.0 --port 8001 ...
@@ -6,27 +5,47 @@
 #   webapp     uvicorn streamwise_webapp.app:create_app --factory --host 0.0.0.0 --port 8000 ...
 # docker-compose.yml and deploy/k8s give the exact commands (the same as service_specs() in
 # devtools/streamwise_devstack/suite.py). Health checks live there, not here.
+#
+# No "# syntax=" line on purpose: it makes BuildKit fetch a frontend image from Docker Hub; the
+# frontend built into the engine reads everything below.
+#
+#   docker build -t streamwise:local .
+#   docker build --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt ...   # behind a TLS-intercepting proxy
+#   docker build --build-arg PYTHON_IMAGE=registry.example.com/python:3.11-slim ...  # a mirror of the base
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # --- build: a virtualenv with the pinned dependencies and the project (not editable) -------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
-RUN python -m venv /opt/streamwise
+    PIP_ROOT_USER_ACTION=ignore \
+    DEBIAN_FRONTEND=noninteractive
+RUN python3 -m venv /opt/streamwise
 ENV PATH=/opt/streamwise/bin:$PATH
 WORKDIR /src
-# Dependencies first, so a source change does not reinstall them. Every pinned package ships a
-# manylinux wheel for CPython 3.11: no compiler is needed (and none is in the slim image).
+# Dependencies first, so a source change does not reinstall them. On x86-64 every pinned package
+# ships a wheel for CPython 3.11; where one does not (faust-streaming on arm64), the build stage
+# gets a compiler and builds it. The optional secret "ca-bundle" is a PEM file of extra CAs that
+# pip trusts (PIP_CERT), for networks that intercept TLS; it never reaches an image layer.
 COPY requirements.lock ./
-RUN pip install --only-binary=:all: -r requirements.lock
+# The compiler is whatever the base image's Debian release ships; it never reaches the runtime.
+# hadolint ignore=DL3008
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && if ! pip install --only-binary=:all: -r requirements.lock; then \
+      echo "some pinned package has no wheel for $(uname -m): installing a compiler to build it" \
+      && apt-get update && apt-get install -y --no-install-recommends build-essential \
+      && pip install -r requirements.lock; \
+    fi
 COPY pyproject.toml ./
 COPY libs ./libs
 COPY services ./services
 COPY devtools ./devtools
 # A normal install (wheel built from the source tree): migrations, templates and static files
 # come along as package data. --no-deps: everything needed is pinned above; pip check proves it.
-RUN pip install --no-deps . \
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip install --no-deps . \
  && pip check \
  && python -m compileall -q /opt/streamwise/lib
 

