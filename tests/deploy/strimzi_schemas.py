@@ -1,151 +1,57 @@
-"""The parts of Strimzi's CRD schemas (kafka.strimzi.io/v1beta2) that the prod overlay uses.
+"""Strimzi's own CRD schemas (``vendor/strimzi-crds-1.2.0``), as JSON Schemas for offline checks.
 
-No Strimzi schema ships in a package reachable offline (the io.strimzi:api jar on Maven Central
-holds Java classes, not the CRD YAML), so this is a hand-written SUBSET, taken from the CRDs'
-``openAPIV3Schema`` (packaging/install/cluster-operator/04*-Crd-*.yaml, Strimzi 0.4x): the
-required fields, the enums and the types of every field the overlay sets. ``additionalProperties:
-false`` where we write a level means a field outside this subset fails the test: extend the subset
-from the CRD when the overlay needs one, do not loosen it.
+Each CRD's ``openAPIV3Schema`` of the served version is used as it is, with one change: every
+object that lists its ``properties`` (and does not say ``x-kubernetes-preserve-unknown-fields``)
+refuses other fields, as ``kubectl apply --server-side`` does with strict field validation
+(the API server would otherwise prune them silently). The real API server check is in
+``tests/deploy/real``.
 """
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-_QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
-_RESOURCES = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "requests": {"type": "object", "additionalProperties": _QUANTITY},
-        "limits": {"type": "object", "additionalProperties": _QUANTITY},
-    },
-}
-_METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253},
-        "namespace": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
-_CLUSTER_LABEL = {
-    "type": "object",
-    "required": ["labels"],
-    "properties": {"labels": {"type": "object", "required": ["strimzi.io/cluster"]}},
-}
-_CONFIG = {"type": "object", "additionalProperties": {"type": ["string", "integer", "boolean", "number"]}}
+import yaml
+
+CRD_DIR = Path(__file__).with_name("vendor") / "strimzi-crds-1.2.0"
+GROUP = "kafka.strimzi.io"
+VERSION = "v1"
 
 
-def _resource(kind: str, spec: dict[str, Any], *, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "kafka.strimzi.io/v1beta2"},
-            "kind": {"const": kind},
-            "metadata": {"allOf": [_METADATA, *([metadata] if metadata else [])]},
-            "spec": spec,
-        },
-    }
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
 
 
-KAFKA_NODE_POOL = _resource(
-    "KafkaNodePool",
-    {
-        "type": "object",
-        "required": ["replicas", "storage", "roles"],  # CRD: spec.required
-        "additionalProperties": False,
-        "properties": {
-            "replicas": {"type": "integer", "minimum": 0},
-            "roles": {"type": "array", "minItems": 1, "items": {"enum": ["controller", "broker"]}},
-            "storage": {
-                "type": "object",
-                "required": ["type"],
-                "additionalProperties": False,
-                "properties": {
-                    "type": {"enum": ["ephemeral", "persistent-claim", "jbod"]},
-                    "volumes": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["type"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "id": {"type": "integer", "minimum": 0},
-                                "type": {"enum": ["ephemeral", "persistent-claim"]},
-                                "size": {"type": "string"},
-                                "class": {"type": "string"},
-                                "deleteClaim": {"type": "boolean"},
-                                "kraftMetadata": {"enum": ["shared"]},
-                            },
-                        },
-                    },
-                },
-            },
-            "resources": _RESOURCES,
-        },
-    },
-    metadata=_CLUSTER_LABEL,
-)
+@cache
+def crds() -> dict[str, dict[str, Any]]:
+    """kind -> the CRD, for every vendored Strimzi CRD."""
+    found = {}
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        found[crd["spec"]["names"]["kind"]] = crd
+    return found
 
-KAFKA = _resource(
-    "Kafka",
-    {
-        "type": "object",
-        "required": ["kafka"],
-        "additionalProperties": False,
-        "properties": {
-            "kafka": {
-                "type": "object",
-                "required": ["listeners"],
-                "additionalProperties": False,
-                "properties": {
-                    "version": {"type": "string"},
-                    "metadataVersion": {"type": "string"},
-                    "listeners": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "port", "type", "tls"],  # GenericKafkaListener
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string", "pattern": "^[a-z0-9]{1,11}$"},
-                                "port": {"type": "integer", "minimum": 9092},
-                                "type": {"enum": ["internal", "route", "loadbalancer", "nodeport", "ingress", "cluster-ip"]},
-                                "tls": {"type": "boolean"},
-                            },
-                        },
-                    },
-                    "config": _CONFIG,
-                },
-            },
-            "entityOperator": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"topicOperator": {"type": "object"}, "userOperator": {"type": "object"}},
-            },
-        },
-    },
-)
 
-KAFKA_TOPIC = _resource(
-    "KafkaTopic",
-    {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "topicName": {"type": "string"},
-            "partitions": {"type": "integer", "minimum": 1},
-            "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
-            "config": _CONFIG,
-        },
-    },
-    metadata=_CLUSTER_LABEL,
-)
+@cache
+def schema(kind: str) -> dict[str, Any]:
+    """The strict JSON Schema of ``kind`` at ``kafka.strimzi.io/v1``."""
+    [version] = [v for v in crds()[kind]["spec"]["versions"] if v["name"] == VERSION and v.get("served")]
+    body = _strict(version["schema"]["openAPIV3Schema"])
+    body["properties"]["apiVersion"] = {"const": f"{GROUP}/{VERSION}"}
+    body["properties"]["kind"] = {"const": kind}
+    body["properties"]["metadata"] = {"type": "object"}  # checked by the Kubernetes schemas' ObjectMeta rules below
+    body["required"] = sorted({*body.get("required", []), "apiVersion", "kind", "metadata", "spec"})
+    return body
 
-SCHEMAS = {"Kafka": KAFKA, "KafkaNodePool": KAFKA_NODE_POOL, "KafkaTopic": KAFKA_TOPIC}
+
+def kinds() -> frozenset[str]:
+    return frozenset(crds())
