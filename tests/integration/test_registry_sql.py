@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,6 +153,65 @@ def test_a_url_encoded_password_migrates_and_records(postgres_server: PostgresSe
         registry.close()
         with _pg_admin(postgres_server) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_db(server: PostgresServer) -> tuple[str, str]:
+    name = f"reg_{uuid.uuid4().hex[:12]}"
+    with _pg_admin(server) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@{server.host}:{server.port}/{name}"
+
+
+def _drop_db(server: PostgresServer, name: str) -> None:
+    with _pg_admin(server) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrations_wait_for_each_other_on_an_advisory_lock(postgres_server: PostgresServer) -> None:
+    """While another session holds the migration lock, migrate waits (PostgreSQL shows it waiting
+    on that advisory lock); released, it migrates."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streamwise_core.registry.migrations_lock import MIGRATION_LOCK
+
+    name, url = _postgres_db(postgres_server)
+    try:
+        # The pool outlives the holder's connection: a failed assertion closes the connection
+        # (releasing the lock) before the pool waits for migrate.
+        with ThreadPoolExecutor(1) as pool:
+            with psycopg.connect(host=postgres_server.host, port=postgres_server.port, user="postgres", dbname=name, autocommit=True) as holder:
+                holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+                running = pool.submit(migrate, url)
+                deadline = time.monotonic() + 60
+                waiting = 0
+                while not waiting and not running.done() and time.monotonic() < deadline:
+                    waiting = holder.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ).fetchone()[0]
+                    time.sleep(0.05)
+                assert waiting == 1, "migrate did not wait on the advisory lock"
+                assert not running.done() and "alembic_version" not in _tables(url)
+                holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            running.result(timeout=120)
+        assert _alembic_heads(url) == [HEAD]
+    finally:
+        _drop_db(postgres_server, name)
+
+
+def test_concurrent_migrations_of_an_empty_database_all_succeed(postgres_server: PostgresServer) -> None:
+    """The trainer, the web app's init container and compose's migrate step start together: four
+    processes (Alembic's context is per process) migrate one empty database at once."""
+    name, url = _postgres_db(postgres_server)
+    script = "import sys; from streamwise_core.registry import migrate; migrate(sys.argv[1])"
+    try:
+        runs = [subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for run in runs:
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0, err[-2000:]
+        assert _alembic_heads(url) == [HEAD]
+    finally:
+        _drop_db(postgres_server, name)
 
 
 def test_record_version_and_versions_newest_first(registry: Registry) -> None:

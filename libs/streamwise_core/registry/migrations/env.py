@@ -1,8 +1,9 @@
 """Alembic environment: runs migrations against ``sqlalchemy.url`` from the config."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
+from streamwise_core.registry.migrations_lock import MIGRATION_LOCK
 from streamwise_core.registry.tables import Base
 
 config = context.config
@@ -19,6 +20,11 @@ def run() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # The trainer, the web app's init container and compose's migrate step may all
+                # start at once: one migrates, the others wait here, then find the schema at head.
+                # Held until the transaction ends (PostgreSQL runs the whole upgrade in one).
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             context.run_migrations()
     engine.dispose()
 
