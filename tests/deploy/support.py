@@ -267,6 +267,19 @@ def pod_spec(obj: Mapping[str, Any]) -> dict[str, Any]:
     return obj["spec"]["template"]["spec"]
 
 
+def all_containers(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def streamwise_container(overlay: str, name: str) -> dict[str, Any]:
+    """The container of a service (its pod's only one), or ``migrate``: the web app's init container."""
+    if name == "migrate":
+        [init] = [c for c in pod_spec(workload(overlay, "webapp")).get("initContainers", []) if c["name"] == "migrate"]
+        return init
+    [container] = pod_spec(workload(overlay, name))["containers"]
+    return container
+
+
 def container_env_names(overlay: str, container: Mapping[str, Any]) -> dict[str, str]:
     """Every variable a container gets, by name, with where it comes from (value, configmap, secret).
 

@@ -27,8 +27,11 @@ from .support import (
     OVERLAYS,
     SERVICES,
     SETTINGS_CLASSES,
+    all_containers,
     component,
+    compose_command,
     container_env_names,
+    load_compose,
     generated,
     kustomize_version,
     objects,
@@ -39,6 +42,7 @@ from .support import (
     settings_env_names,
     settings_from_env,
     specs,
+    streamwise_container,
     workload,
     workloads,
 )
@@ -49,7 +53,8 @@ NAME = {"app.kubernetes.io/name": "streamwise"}
 NAMESPACES = {"dev": "streamwise-dev", "prod": "streamwise"}
 SECRET_KEYS = {"signing-keys", "api-keys", "database-url", "redis-url"}
 """What the base reads from the Secret `streamwise-secrets` (prod: the Secret you create)."""
-STREAMWISE_PODS = (*SERVICES, "migrate")
+STREAMWISE_CONTAINERS = (*SERVICES, "migrate")
+"""Every container of ours: the four services and the web app's init container ``migrate``."""
 STRIMZI_KINDS = strimzi_schemas.kinds()
 K8S_VERSION = latest_version()
 
@@ -65,7 +70,7 @@ def test_kustomize_is_real_and_schemas_are_current() -> None:
 def test_overlay_builds(overlay: str) -> None:
     docs = render(overlay)
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "ConfigMap", "Job", "NetworkPolicy", "Ingress",
+    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "Ingress",
             "HorizontalPodAutoscaler", "PodDisruptionBudget", "Namespace"} <= kinds
     for doc in docs:
         if doc["kind"] != "Namespace":
@@ -135,9 +140,9 @@ def test_probes_ask_what_the_code_serves(overlay: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("name", STREAMWISE_PODS)
+@pytest.mark.parametrize("name", STREAMWISE_CONTAINERS)
 def test_every_variable_is_a_setting_of_that_service(overlay: str, name: str) -> None:
-    [container] = pod_spec(workload(overlay, name))["containers"]
+    container = streamwise_container(overlay, name)
     names = container_env_names(overlay, container)
     valid = settings_env_names(SETTINGS_CLASSES[name])
     unknown = sorted(set(names) - valid)
@@ -153,7 +158,7 @@ def test_references_resolve(overlay: str) -> None:
         spec = pod_spec(w)
         if "serviceAccountName" in spec:
             assert ("ServiceAccount", spec["serviceAccountName"]) in rendered
-        for c in spec["containers"]:
+        for c in all_containers(spec):
             for src in c.get("envFrom", []):
                 if "configMapRef" in src:
                     assert ("ConfigMap", src["configMapRef"]["name"]) in rendered
@@ -176,7 +181,7 @@ def test_references_resolve(overlay: str) -> None:
 
 def _expanded_env(overlay: str, name: str, secrets: dict[str, str]) -> dict[str, str]:
     """The environment the kubelet would give a container, with ``secrets`` as the Secret's data."""
-    [container] = pod_spec(workload(overlay, name))["containers"]
+    container = streamwise_container(overlay, name)
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
         env.update(one(overlay, "ConfigMap", src["configMapRef"]["name"])["data"])
@@ -198,7 +203,7 @@ def _dev_secrets() -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
-@pytest.mark.parametrize("name", STREAMWISE_PODS)
+@pytest.mark.parametrize("name", STREAMWISE_CONTAINERS)
 def test_settings_accept_the_environment(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     dev = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], _expanded_env("dev", name, _dev_secrets()))
     assert dev.environment == "development" and str(dev.app_spec) == IMAGE_APP_SPEC
@@ -236,10 +241,10 @@ def test_restricted_security_context(overlay: str) -> None:
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec["automountServiceAccountToken"] is False, where
         assert spec["enableServiceLinks"] is False, f"{where}: Services would inject *_PORT variables"
-        ours = component(w) in STREAMWISE_PODS
+        ours = component(w) in SERVICES
         if ours:
             assert pod["runAsUser"] == _uid_of_image(), where
-        for c in spec["containers"]:
+        for c in all_containers(spec):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, where
             assert sc["capabilities"]["drop"] == ["ALL"], where
@@ -278,12 +283,36 @@ def test_trainer_is_the_single_writer(overlay: str) -> None:
 def test_stateless_apis_scale_out(overlay: str, name: str) -> None:
     deployment = workload(overlay, name)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert deployment["spec"]["replicas"] == 2
+    assert "replicas" not in deployment["spec"], "the HPA owns the count: a fixed one would reset it on every apply"
     [hpa] = [h for h in objects(overlay, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
     [pdb] = [p for p in objects(overlay, "PodDisruptionBudget") if p["spec"]["selector"]["matchLabels"] == labels]
     assert pdb["spec"]["minAvailable"] >= 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", ["ingest", "predictor", "webapp"])
+def test_serving_pods_drain_before_they_stop(overlay: str, name: str) -> None:
+    """A terminating pod leaves its Service's endpoints while it is told to stop; it serves on
+    through the preStop pause, then uvicorn's graceful shutdown, all within the grace period."""
+    spec = pod_spec(workload(overlay, name))
+    [container] = spec["containers"]
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    command = container["command"]
+    graceful = int(command[command.index("--timeout-graceful-shutdown") + 1])
+    assert pause >= 5
+    assert spec["terminationGracePeriodSeconds"] > pause + graceful
+
+
+def test_migrations_run_in_the_web_apps_init_container_as_in_compose() -> None:
+    """No Job (a Job's pod template cannot change, so a second apply with a new image failed): the
+    web app's pods migrate first; the trainer migrates at start; an advisory lock orders them."""
+    for overlay in OVERLAYS:
+        assert not objects(overlay, "Job"), overlay
+        [init] = pod_spec(workload(overlay, "webapp"))["initContainers"]
+        assert init["name"] == "migrate" and init["image"] == pod_spec(workload(overlay, "webapp"))["containers"][0]["image"]
+        assert init["command"] == compose_command(load_compose()["services"]["migrate"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -339,7 +368,6 @@ DESIGN = {
     ("predictor", "kafka", 9092), ("predictor", "redis", 6379),
     ("webapp", "redis", 6379), ("webapp", "postgres", 5432), ("webapp", "kafka", 9092),
     ("webapp", "ingest", 8001), ("webapp", "predictor", 8002), ("webapp", "trainer", 8003),
-    ("migrate", "postgres", 5432),
 }
 
 
