@@ -221,9 +221,11 @@ def kustomize_version() -> str:
 
 @functools.cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    """The objects ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would send."""
+    """The objects ``kubectl apply -k deploy/k8s/overlays/<overlay>`` would send (or
+    ``deploy/k8s/<overlay>`` for a kustomization outside the overlays, such as ``demo``)."""
+    folder = K8S / "overlays" / overlay if (K8S / "overlays" / overlay).is_dir() else K8S / overlay
     result = subprocess.run(
-        [*kustomize_argv(), str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120, check=False,
+        [*kustomize_argv(), str(folder)], capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, f"kustomize failed for {overlay}:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)

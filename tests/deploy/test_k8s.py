@@ -417,6 +417,35 @@ def test_network_policy_evaluator_sees_a_denial() -> None:
     assert flows(deny, pods, [KUBE_DNS, INTERNET]) == set()
 
 
+def test_the_demo_job_reaches_ingest_only() -> None:
+    """deploy/k8s/demo beside the dev overlay: with the dev policies, the demo pod may call ingest
+    and resolve names, nothing else."""
+    [job] = objects("demo", "Job")
+    demo = Endpoint("demo", NAMESPACES["dev"], job["spec"]["template"]["metadata"]["labels"])
+    policies = [*objects("dev", "NetworkPolicy"), *objects("demo", "NetworkPolicy")]
+    allowed = flows(policies, [demo], [*_pods("dev"), KUBE_DNS, INTERNET])
+    assert allowed == {("demo", "ingest", 8001), ("demo", "kube-dns", 53)}
+
+
+def test_the_demo_job_is_composes_demo_in_the_dev_namespace() -> None:
+    [job] = objects("demo", "Job")
+    assert job["metadata"]["namespace"] == NAMESPACES["dev"]
+    spec = pod_spec(job)
+    [container] = spec["containers"]
+    assert container["image"] == pod_spec(workload("dev", "ingest"))["containers"][0]["image"]
+    command = container["command"]
+    compose = compose_command(load_compose()["services"]["demo"])
+    assert command[:3] == compose[:3] == ["python", "-m", "streamwise_devstack.demo_stream"]
+    ingest = one("dev", "Service", "streamwise-ingest")
+    assert command[command.index("--ingest-url") + 1] == f"http://{ingest['metadata']['name']}:{ingest['spec']['ports'][0]['port']}"
+    assert command[command.index("--rate") + 1] == compose[compose.index("--rate") + 1]
+    [key] = container["env"]
+    assert key["name"] == "STREAMWISE_API_KEY" and key["valueFrom"]["secretKeyRef"]["key"] in _dev_secrets()
+    for doc in render("demo"):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert spec["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+
+
 # --- wiring of the overlays ------------------------------------------------------------------------
 
 
