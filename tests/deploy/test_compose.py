@@ -14,6 +14,7 @@ import yaml
 from streamwise_devstack import demo_stream
 
 from .support import (
+    ROOT,
     COMPOSE_FILE,
     IMAGE_APP_SPEC,
     SERVICES,
@@ -65,14 +66,20 @@ def test_the_one_image_runs_every_streamwise_container(compose: dict) -> None:
     assert set(ours) == {*SERVICES, *ONE_SHOT, "demo"}
     images = {services[name]["image"] for name in ours}
     assert images == {"streamwise:local"}
+    # Built once: one service carries the build, the others never pull (nor build) that image.
+    [builder] = [name for name in ours if "build" in services[name]]
+    assert services[builder]["build"]["context"] == "."
+    assert services[builder]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert services[builder]["build"]["secrets"] == ["ca-bundle"]
+    assert (ROOT / compose["secrets"]["ca-bundle"]["file"]).read_text() == "", "no extra CA by default"
     for name in ours:
-        assert services[name]["build"]["context"] == "."
+        assert name == builder or services[name]["pull_policy"] == "never", name
 
 
 def test_backing_services(compose: dict) -> None:
     services = compose["services"]
     kafka, redis, postgres = (services[n] for n in BACKING)
-    assert kafka["image"] == "apache/kafka:4.1.1"
+    assert kafka["image"] == "apache/kafka:4.1.1", "upstream by default (KAFKA_IMAGE replaces it)"
     kenv = compose_environment(kafka)
     assert kenv["KAFKA_PROCESS_ROLES"] == "broker,controller", "single KRaft node"
     assert "PLAINTEXT://kafka:9092" in kenv["KAFKA_ADVERTISED_LISTENERS"].split(",")
