@@ -25,3 +25,13 @@ def test_learning_throughput_smoke(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert out.stat().st_mtime > before
     assert rows and all(r["trainer_eps"] > 0 and r["river_eps"] > 0 for r in rows)
+
+
+def test_model_growth_smoke() -> None:
+    """The blob sizes behind docs/retention.md's tree cap: a short run prints one row per step."""
+    run = subprocess.run(
+        [sys.executable, "bench/model_growth.py", "--examples", "3000", "--every", "1000", "--copy-every", "500"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert all(f"{k:,}" in run.stdout for k in (1000, 2000, 3000)), run.stdout
