@@ -56,3 +56,12 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     """PostgreSQL with a `streamwise` database, trust auth on 127.0.0.1."""
     with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+REAL_TIER = "deploy/real"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The real-deployment tier runs last: its first use builds images and tools for minutes, and
+    every other tier's failures are worth seeing first."""
+    items.sort(key=lambda item: REAL_TIER in item.nodeid)

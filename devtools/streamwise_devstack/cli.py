@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from rich.table import Table
 from streamwise_webapp.users_cli import users as users_cli
 
 from . import models_cli
+from .deploy_tools import images as images_cli
 from .accounts import DEMO_ACCOUNTS, ensure_demo_accounts
 from .browser import CHROMIUM_PACKAGES
 from .kafka import ensure_java, ensure_kafka_jars
@@ -35,6 +37,7 @@ DEFAULT_PORTS = {"webapp": 8000, "ingest": 8001, "predictor": 8002, "trainer": 8
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 cli.add_typer(models_cli.models, name="models", help="Model lifecycle: list, versions, show, promote, rollback, audit.")
 cli.add_typer(users_cli, name="users", help="People and API keys of the web app: add, list, set, key-add, key-revoke.")
+cli.add_typer(images_cli, name="images", help="Images and tools to run compose and Kubernetes without an image registry.")
 console = Console()
 
 
@@ -164,8 +167,30 @@ def test(ctx: typer.Context) -> None:
     with console.status("resolving Apache Kafka jars from Maven Central…"):
         ensure_kafka_jars()
     args = ctx.args or ["tests"]
-    code = subprocess.call([sys.executable, "-m", "pytest", *args], cwd=ROOT)
+    preparing = _prepare_real_tier(args)
+    try:
+        code = subprocess.call([sys.executable, "-m", "pytest", *args], cwd=ROOT)
+    finally:
+        if preparing is not None and preparing.poll() is None:
+            os.killpg(preparing.pid, signal.SIGTERM)  # its go build too; it stops its dockerd itself
+            preparing.wait(timeout=180)
     raise typer.Exit(code)
+
+
+REAL_TIER_LOG = ROOT / "var" / "prepare-real-tier.log"
+
+
+def _prepare_real_tier(args: list[str]) -> subprocess.Popen[bytes] | None:
+    """When the run includes tests/deploy/real, build its tools and images in the background
+    (minutes on a fresh machine) while the other tiers run; its fixtures wait on the same locks."""
+    wanted = any(a.rstrip("/") in ("tests", "tests/deploy") or "tests/deploy/real" in a for a in args if not a.startswith("-"))
+    if not wanted or any(a in ("-m", "--collect-only") for a in args):
+        return None
+    REAL_TIER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"building the real-deployment tier's tools in the background (log: {REAL_TIER_LOG.relative_to(ROOT)})")
+    with open(REAL_TIER_LOG, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "streamwise_devstack.deploy_tools", "prepare"],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def main() -> None:

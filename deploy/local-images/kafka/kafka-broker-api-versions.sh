@@ -1,0 +1,4 @@
+#!/bin/sh
+# The path and arguments of apache/kafka's script, for compose's health check.
+exec java -XX:TieredStopAtLevel=1 -Xmx128m -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties \
+  -cp '/opt/kafka/libs/*' org.apache.kafka.tools.BrokerApiVersionsCommand "$@"
