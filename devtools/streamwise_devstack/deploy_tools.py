@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .docker_engine import DockerEngine
-from .go_tools import ensure_compose
+from .go_tools import ensure_compose, ensure_etcd, ensure_kubernetes
 from .local_images import BASE_IMAGE, LOCAL_IMAGES, build_local_images
 from .process import _exit_cleanly_on_sigterm
 
@@ -40,13 +40,16 @@ def build_local(
 
 @images.command("prepare")
 def prepare() -> None:
-    """Build what the real-deployment tests need (compose, base and local images) into the cache."""
+    """Build what the real-deployment tests need (compose, base and local images, etcd and
+    kube-apiserver) into the cache."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _exit_cleanly_on_sigterm()  # `streamwise test` stops it early when pytest ends first
     console.print(f"compose: {ensure_compose()}")
     with DockerEngine() as engine:
         build_local_images(engine)
     console.print(f"images: {', '.join(image.name for image in LOCAL_IMAGES)}")
+    console.print(f"etcd: {ensure_etcd()}")
+    console.print(f"kubernetes: {', '.join(str(p) for p in ensure_kubernetes().values())}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 from .kafka import cache_root
 from .packages import MissingDependency
 
-__all__ = ["COMPOSE_VERSION", "ensure_compose", "go_env", "go_module_dir"]
+__all__ = ["COMPOSE_VERSION", "ETCD_VERSION", "KUBERNETES_VERSION", "ensure_compose", "ensure_etcd", "ensure_kubernetes", "go_env", "go_module_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,97 @@ def ensure_compose(version: str = COMPOSE_VERSION) -> Path:
             shutil.rmtree(src.parent, ignore_errors=True)
 
     return _build_once(f"docker-compose-{version}", build)
+
+
+ETCD_VERSION = "v3.6.17"
+KUBERNETES_VERSION = "v1.34.4"
+KUBERNETES_UNSERVED = ("k8s.io/sample-controller", "k8s.io/sample-cli-plugin")
+"""Staging modules the proxy does not serve: their replace directives are dropped, nothing else."""
+
+_ETCD_MAIN = """package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
+
+
+def ensure_etcd(version: str = ETCD_VERSION) -> Path:
+    """etcd's server (``go install`` refuses its module: a tiny main module calls etcdmain)."""
+
+    def build(out: Path) -> None:
+        work = Path(tempfile.mkdtemp(prefix="sw-etcd-"))
+        try:
+            (work / "go.mod").write_text("module streamwise.dev/etcd\n\ngo 1.24\n")
+            (work / "main.go").write_text(_ETCD_MAIN)
+            _run([_go(), "get", f"go.etcd.io/etcd/server/v3@{version}"], cwd=work)
+            _run([_go(), "mod", "tidy"], cwd=work)
+            _run([_go(), "build", "-trimpath", "-o", str(out), "."], cwd=work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return _build_once(f"etcd-{version}", build)
+
+
+def staging_edits(go_mod: str, library: str) -> list[str]:
+    """``go mod edit`` flags that turn each ``k8s.io/x => ./staging/...`` replace into a
+    requirement of the published ``k8s.io/x@library`` (unserved ones: the replace goes only)."""
+    edits = []
+    for line in go_mod.splitlines():
+        words = line.split("//")[0].split()
+        if words[:1] == ["replace"]:
+            words = words[1:]
+        if len(words) == 3 and words[1] == "=>" and words[2].startswith("./staging/"):
+            edits.append(f"-dropreplace={words[0]}")
+            if words[0] not in KUBERNETES_UNSERVED:
+                edits.append(f"-require={words[0]}@{library}")
+    return edits
+
+
+def ensure_kubernetes(components: tuple[str, ...] = ("kube-apiserver",), version: str = KUBERNETES_VERSION) -> dict[str, Path]:
+    """Kubernetes binaries (``cmd/<component>``) from ``k8s.io/kubernetes@version``: its go.mod
+    points every ``k8s.io/*`` library at ``./staging`` folders the module zip leaves out, so each
+    replace becomes a requirement of the published library of the same release (v0.x.y)."""
+    library = "v0." + version.removeprefix("v1.")
+    major, minor = version.removeprefix("v").split(".")[:2]
+    packages = {"component-base": "k8s.io/component-base/version", "client-go": "k8s.io/client-go/pkg/version"}
+    ldflags = ["-s", "-w"] + [
+        f"-X {pkg}.{name}={value}"
+        for pkg in packages.values()
+        for name, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
+    ]
+
+    def build_all(missing: list[str], outdir: Path) -> None:
+        src = go_module_dir("k8s.io/kubernetes", version)
+        try:
+            for leftover in ("vendor", "go.work", "go.work.sum"):
+                path = src / leftover
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            _run([_go(), "mod", "edit", *staging_edits((src / "go.mod").read_text(), library)], cwd=src)
+            outdir.mkdir(parents=True, exist_ok=True)
+            _run([_go(), "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(outdir) + "/",
+                  *(f"./cmd/{name}" for name in missing)], cwd=src)
+        finally:
+            shutil.rmtree(src.parent, ignore_errors=True)
+
+    outdir = cache_root() / "bin" / f"kubernetes-{version}"
+    wanted = {name: outdir / name for name in components}
+    missing = [name for name, path in wanted.items() if not path.is_file()]
+    if missing:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with open(outdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            missing = [name for name, path in wanted.items() if not path.is_file()]
+            if missing:
+                log.info("building %s %s from the Go module proxy (minutes, once per machine)", ", ".join(missing), version)
+                staging = outdir / ".partial"
+                shutil.rmtree(staging, ignore_errors=True)
+                build_all(missing, staging)
+                for name in missing:
+                    (staging / name).rename(outdir / name)
+                shutil.rmtree(staging, ignore_errors=True)
+    return wanted
