@@ -102,7 +102,7 @@ class KubeApiServer(LocalServer):
         self._process = ManagedProcess(
             "kube-apiserver",
             [str(binaries["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{client}", "--bind-address=127.0.0.1",
-             f"--secure-port={self.port}", f"--advertise-address=127.0.0.1", f"--service-cluster-ip-range={SERVICE_RANGE}",
+             f"--secure-port={self.port}", "--advertise-address=127.0.0.1", f"--service-cluster-ip-range={SERVICE_RANGE}",
              f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
              f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
              "--authorization-mode=AlwaysAllow", f"--service-account-key-file={pki / 'sa.pub'}",
