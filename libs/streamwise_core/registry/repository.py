@@ -366,13 +366,6 @@ class Registry(RosterRepository):
         except OperationalError as exc:
             raise BackendUnavailable(f"registry: {exc.orig}") from exc
 
-    def _select(self, stmt: Any) -> list[VersionRow]:
-        try:
-            with Session(self._engine) as session:
-                return [self._to_row(r) for r in session.scalars(stmt)]
-        except OperationalError as exc:
-            raise BackendUnavailable(f"registry: {exc.orig}") from exc
-
     @staticmethod
     def _to_row(r: ModelVersionRow) -> VersionRow:
         return VersionRow(
