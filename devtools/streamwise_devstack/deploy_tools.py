@@ -31,11 +31,16 @@ def build_local(
     """Build the local equivalents of the third-party images (Debian packages, Maven Central)."""
     with DockerEngine(use_host_engine=use_host_engine) as engine, console.status("building the local images…"):
         built = build_local_images(engine)
+        private = not engine.external
     table = Table("variable", "image", title=f"built on {BASE_IMAGE}")
     for variable, name in built.items():
         table.add_row(variable, name)
     console.print(table)
-    console.print("pass them to compose, e.g. " + " ".join(f"{v}={n}" for v, n in built.items()) + " docker compose up --build")
+    if private:
+        console.print(f"no Docker engine answered: they are in a private engine's store ({engine.data_root}), which the "
+                      "real-deployment tests use; start your engine and run this again to have them there")
+    else:
+        console.print("pass them to compose, e.g. " + " ".join(f"{v}={n}" for v, n in built.items()) + " docker compose up --build")
 
 
 @images.command("prepare")
