@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from typing import IO
 
 from .host_network import HostNetworkState
 from .kafka import cache_root
 from .packages import MissingDependency, ensure_debian_packages
-from .process import LocalServer, ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail, run_checked
 
 __all__ = ["DockerEngine", "docker_cli"]
 
@@ -32,14 +33,14 @@ log = logging.getLogger(__name__)
 HOST_SOCKET = Path("/var/run/docker.sock")
 
 
+@cache
 def docker_cli() -> str:
     """The ``docker`` client: the one on PATH (any recent version talks to a 20.10 engine)."""
     return ensure_debian_packages({"docker": "docker.io"})["docker"]
 
 
 def _answers(host: str) -> bool:
-    result = subprocess.run([docker_cli(), "--host", host, "version", "--format", "{{.Server.Version}}"],
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = run_checked([docker_cli(), "--host", host, "version", "--format", "{{.Server.Version}}"], timeout=30, check=False)
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
@@ -121,11 +122,7 @@ class DockerEngine(LocalServer):
     def docker(self, *args: str, timeout: float = 600, check: bool = True, input: str | None = None,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``docker <args>`` against this engine (``env``: extra variables)."""
-        result = subprocess.run([docker_cli(), *args], env={**self.env(), **(env or {})}, capture_output=True, text=True,
-                                timeout=timeout, check=False, input=input)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"`docker {' '.join(args)}` failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-        return result
+        return run_checked([docker_cli(), *args], env={**self.env(), **(env or {})}, timeout=timeout, input=input, check=check)
 
     def has_image(self, name: str) -> bool:
         return self.docker("image", "inspect", name, check=False, timeout=60).returncode == 0

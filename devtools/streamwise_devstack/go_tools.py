@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .kafka import cache_root
 from .packages import MissingDependency
+from .process import run_checked
 
 __all__ = ["COMPOSE_VERSION", "ETCD_VERSION", "KUBERNETES_VERSION", "ensure_compose", "ensure_etcd", "ensure_kubernetes", "go_env", "go_module_dir"]
 
@@ -52,9 +52,7 @@ def go_env(**extra: str) -> dict[str, str]:
 
 def _run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     started = time.monotonic()
-    result = subprocess.run(argv, cwd=cwd, env=env or go_env(), capture_output=True, text=True, timeout=GO_TIMEOUT, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    result = run_checked(argv, cwd=cwd, env=env or go_env(), timeout=GO_TIMEOUT)
     log.info("%s: %.0f s", " ".join(argv[:3]), time.monotonic() - started)
     return result.stdout
 
@@ -70,33 +68,48 @@ def go_module_dir(module: str, version: str) -> Path:
     return copy
 
 
-def _build_once(name: str, build: Callable[[Path], None]) -> Path:
-    out = cache_root() / "bin" / name
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not out.is_file():
-            log.info("building %s from the Go module proxy (minutes, once per machine)", name)
-            partial = out.with_suffix(".partial")
-            build(partial)
-            partial.rename(out)
-    return out
+def _build_once(names: Sequence[str], build: Callable[[list[str], Path], None], folder: Path | None = None) -> dict[str, Path]:
+    """The binaries ``names`` in ``folder`` (``<cache>/bin`` by default): those missing are built by
+    ``build(missing, staging folder)``, under a lock, and moved in once all are there."""
+    folder = folder or cache_root() / "bin"
+    wanted = {name: folder / name for name in names}
+
+    def missing() -> list[str]:
+        return [name for name, path in wanted.items() if not path.is_file()]
+
+    if missing():
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f".{'+'.join(sorted(names))}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            todo = missing()
+            if todo:
+                log.info("building %s from the Go module proxy (minutes, once per machine)", ", ".join(todo))
+                staging = folder / f".partial-{os.getpid()}"
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir()
+                try:
+                    build(todo, staging)
+                    for name in todo:
+                        (staging / name).rename(wanted[name])
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+    return wanted
 
 
 def ensure_compose(version: str = COMPOSE_VERSION) -> Path:
     """Docker Compose v2 (standalone binary: ``docker-compose``; as a plugin: ``docker compose``)."""
 
-    def build(out: Path) -> None:
+    name = f"docker-compose-{version}"
+
+    def build(_: list[str], out: Path) -> None:
         src = go_module_dir("github.com/docker/compose/v2", version)
         try:
             _run([_go(), "build", "-trimpath", "-ldflags", f"-s -w -X github.com/docker/compose/v2/internal.Version={version}",
-                  "-o", str(out), "./cmd"], cwd=src)
+                  "-o", str(out / name), "./cmd"], cwd=src)
         finally:
             shutil.rmtree(src.parent, ignore_errors=True)
 
-    return _build_once(f"docker-compose-{version}", build)
+    return _build_once([name], build)[name]
 
 
 ETCD_VERSION = "v3.6.17"
@@ -119,18 +132,20 @@ func main() { etcdmain.Main(os.Args) }
 def ensure_etcd(version: str = ETCD_VERSION) -> Path:
     """etcd's server (``go install`` refuses its module: a tiny main module calls etcdmain)."""
 
-    def build(out: Path) -> None:
+    name = f"etcd-{version}"
+
+    def build(_: list[str], out: Path) -> None:
         work = Path(tempfile.mkdtemp(prefix="sw-etcd-"))
         try:
             (work / "go.mod").write_text("module streamwise.dev/etcd\n\ngo 1.24\n")
             (work / "main.go").write_text(_ETCD_MAIN)
             _run([_go(), "get", f"go.etcd.io/etcd/server/v3@{version}"], cwd=work)
             _run([_go(), "mod", "tidy"], cwd=work)
-            _run([_go(), "build", "-trimpath", "-o", str(out), "."], cwd=work)
+            _run([_go(), "build", "-trimpath", "-o", str(out / name), "."], cwd=work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    return _build_once(f"etcd-{version}", build)
+    return _build_once([name], build)[name]
 
 
 def staging_edits(go_mod: str, library: str) -> list[str]:
@@ -154,10 +169,9 @@ def ensure_kubernetes(components: tuple[str, ...] = ("kube-apiserver",), version
     replace becomes a requirement of the published library of the same release (v0.x.y)."""
     library = "v0." + version.removeprefix("v1.")
     major, minor = version.removeprefix("v").split(".")[:2]
-    packages = {"component-base": "k8s.io/component-base/version", "client-go": "k8s.io/client-go/pkg/version"}
     ldflags = ["-s", "-w"] + [
         f"-X {pkg}.{name}={value}"
-        for pkg in packages.values()
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
         for name, value in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
     ]
 
@@ -168,26 +182,9 @@ def ensure_kubernetes(components: tuple[str, ...] = ("kube-apiserver",), version
                 path = src / leftover
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             _run([_go(), "mod", "edit", *staging_edits((src / "go.mod").read_text(), library)], cwd=src)
-            outdir.mkdir(parents=True, exist_ok=True)
             _run([_go(), "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(outdir) + "/",
                   *(f"./cmd/{name}" for name in missing)], cwd=src)
         finally:
             shutil.rmtree(src.parent, ignore_errors=True)
 
-    outdir = cache_root() / "bin" / f"kubernetes-{version}"
-    wanted = {name: outdir / name for name in components}
-    missing = [name for name, path in wanted.items() if not path.is_file()]
-    if missing:
-        outdir.mkdir(parents=True, exist_ok=True)
-        with open(outdir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            missing = [name for name, path in wanted.items() if not path.is_file()]
-            if missing:
-                log.info("building %s %s from the Go module proxy (minutes, once per machine)", ", ".join(missing), version)
-                staging = outdir / ".partial"
-                shutil.rmtree(staging, ignore_errors=True)
-                build_all(missing, staging)
-                for name in missing:
-                    (staging / name).rename(outdir / name)
-                shutil.rmtree(staging, ignore_errors=True)
-    return wanted
+    return _build_once(components, build_all, cache_root() / "bin" / f"kubernetes-{version}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .process import run_checked
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,7 @@ TABLES = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}): {result.stderr.strip()}")
-    return result.stdout
+    return run_checked(argv, input=stdin, timeout=60).stdout
 
 
 def _nft_tables() -> frozenset[str] | None:
@@ -69,7 +67,7 @@ class HostNetworkState:
                 _run(["nft", "delete", "table", *table.split()])
         IP_FORWARD.write_text(self.ip_forward + "\n")
         for link in sorted(_links() - self.links):
-            result = subprocess.run(["ip", "link", "delete", link], capture_output=True, text=True, timeout=30, check=False)
+            result = run_checked(["ip", "link", "delete", link], timeout=30, check=False)
             if result.returncode != 0:
                 log.warning("could not delete link %s: %s", link, result.stderr.strip())
 
@@ -83,7 +81,7 @@ def _restore(tool: str, saved: str) -> None:
     for table, chains in TABLES.items():
         if table in present:
             continue
-        listed = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True, timeout=60, check=False)
+        listed = run_checked([tool, "-t", table, "-S"], timeout=60, check=False)
         if listed.returncode != 0 or not listed.stdout.strip():
             continue  # the table does not exist here
         _run([tool, "-t", table, "-F"])

@@ -21,7 +21,7 @@ import httpx
 from .go_tools import KUBERNETES_VERSION, ensure_etcd, ensure_kubernetes
 from .packages import MissingDependency, ensure_debian_packages
 from .ports import free_port
-from .process import LocalServer, ManagedProcess, log_tail
+from .process import LocalServer, ManagedProcess, log_tail, run_checked
 
 __all__ = ["KubeApiServer", "kubectl_binary"]
 
@@ -41,9 +41,7 @@ def kubectl_binary() -> str:
 
 def _openssl(*args: str, cwd: Path) -> None:
     openssl = ensure_debian_packages({"openssl": "openssl"})["openssl"]
-    result = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)} failed: {result.stderr}")
+    run_checked([openssl, *args], cwd=cwd, timeout=60)
 
 
 class KubeApiServer(LocalServer):
@@ -139,8 +137,4 @@ class KubeApiServer(LocalServer):
         self._process = self._etcd = None
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([kubectl_binary(), f"--kubeconfig={self.kubeconfig}", *args], input=input, capture_output=True,
-                                text=True, timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-        return result
+        return run_checked([kubectl_binary(), f"--kubeconfig={self.kubeconfig}", *args], input=input, timeout=timeout, check=check)

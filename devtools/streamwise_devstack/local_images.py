@@ -11,7 +11,6 @@ import fcntl
 import hashlib
 import logging
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from .docker_engine import DockerEngine
 from .kafka import DEFAULT_KAFKA_VERSION, cache_root, ensure_kafka_jars
 from .packages import ensure_debian_packages
+from .process import run_checked
 
 __all__ = ["BASE_IMAGE", "LOCAL_IMAGES", "LocalImage", "build_local_images", "ensure_debian_base"]
 
@@ -75,9 +75,9 @@ def ensure_debian_base(engine: DockerEngine) -> str:
             with tempfile.TemporaryDirectory(prefix="sw-debootstrap-") as tmp:
                 target = Path(tmp) / "root"
                 log.info("debootstrap %s (minbase) from %s", DEBIAN_SUITE, DEBIAN_MIRROR)
-                _run([debootstrap, "--variant=minbase", DEBIAN_SUITE, str(target), DEBIAN_MIRROR], timeout=1800)
+                run_checked([debootstrap, "--variant=minbase", DEBIAN_SUITE, str(target), DEBIAN_MIRROR], timeout=1800)
                 partial = tarball.with_suffix(".partial")
-                _run(["tar", "-C", str(target), "-cf", str(partial), "."], timeout=600)
+                run_checked(["tar", "-C", str(target), "-cf", str(partial), "."], timeout=600)
                 partial.rename(tarball)
     engine.docker("import", "--change", "CMD [\"bash\"]", str(tarball), BASE_IMAGE, timeout=600)
     return BASE_IMAGE
@@ -105,9 +105,3 @@ def build_local_images(engine: DockerEngine, *, base: str | None = None) -> dict
                               "-t", image.name, str(context), timeout=1800, env={"DOCKER_BUILDKIT": "0"})
         built[image.replaces] = image.name
     return built
-
-
-def _run(argv: list[str], timeout: float) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}")

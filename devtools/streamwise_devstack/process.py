@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 _running: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
+def run_checked(
+    argv: Sequence[str], *, timeout: float, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+    input: str | None = None, check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command to its end; with ``check``, a failure raises with its exit code and
+    the tail of its output."""
+    result = subprocess.run(list(argv), cwd=cwd, env=dict(env) if env is not None else None, input=input,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-4000:]}")
+    return result
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     """Return the last ``lines`` lines of a log file ('' if it does not exist)."""
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from streamwise_devstack.go_tools import staging_edits
+from pathlib import Path
+
+import pytest
+
+from streamwise_devstack.go_tools import _build_once, staging_edits
 
 GO_MOD = """module k8s.io/kubernetes
 
@@ -33,3 +37,30 @@ def test_each_staging_replace_becomes_a_requirement_of_the_published_library() -
 
 def test_other_replaces_are_left_alone() -> None:
     assert not [e for e in staging_edits(GO_MOD, "v0.34.4") if "fork" in e or "other" in e]
+
+
+def test_binaries_are_built_once_and_only_those_missing(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def build(missing: list[str], staging: Path) -> None:
+        calls.append(missing)
+        for name in missing:
+            (staging / name).write_text(name)
+
+    (tmp_path / "a").write_text("there before")
+    first = _build_once(["a", "b", "c"], build, tmp_path)
+    second = _build_once(["a", "b", "c"], build, tmp_path)
+    assert calls == [["b", "c"]], "built once, only what was missing"
+    assert first == second == {name: tmp_path / name for name in "abc"}
+    assert (tmp_path / "a").read_text() == "there before" and (tmp_path / "c").read_text() == "c"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")], "no staging folder left"
+
+
+def test_a_failed_build_leaves_nothing_half_built(tmp_path: Path) -> None:
+    def build(missing: list[str], staging: Path) -> None:
+        (staging / missing[0]).write_text("half")
+        raise RuntimeError("go build failed")
+
+    with pytest.raises(RuntimeError, match="go build failed"):
+        _build_once(["x", "y"], build, tmp_path)
+    assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]
