@@ -186,11 +186,18 @@ def test_after_a_forced_drift_a_fresh_challenger_takes_over_and_errs_less(tmp_pa
         assert 1 - new_acc < 1 - comparison["champion_accuracy"] + 0.05
         # Shadow: the challengers scored the same requests in the background, recorded with the
         # champion's ids and "shadow": true.
+        # The old champion joins the shadows at the predictor's next roster refresh.
+        before = wait_for(
+            lambda: (s := client.served()["shadow"]) and set(s["models"]) == {CHAMPION, "fraud-batch"} and s,
+            120, "the old champion among the shadows",
+        )
         probe = holdout(40, seed=7, after_drift=True)
         r = client.predictor.post("/v1/predict/batch", json={"instances": [{"features": e.features} for e in probe]})
         assert r.status_code == 200 and r.json()["model"] == new
         ids = {p["id"] for p in r.json()["predictions"]}
-        shadow = wait_for(lambda: (s := client.served()["shadow"]) and s["scored"] >= 80 and s, 120, "shadow scores")
+        shadow = wait_for(
+            lambda: (s := client.served()["shadow"]) and s["scored"] >= before["scored"] + 80 and s, 120, "shadow scores",
+        )
         assert set(shadow["models"]) == {CHAMPION, "fraud-batch"}
         recorded = asyncio.run(_predictions(kafka_broker.bootstrap, suite.env["STREAMWISE_TOPIC_PREFIX"], ids))
         assert {(m, shadowed) for m, shadowed in recorded} == {(new, False), (CHAMPION, True), ("fraud-batch", True)}

@@ -9,9 +9,9 @@ from streamwise_core.codec import ModelMeta
 from streamwise_core.events import PredictionMade
 from streamwise_core.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
-from streamwise_predictor.holder import ServedModel
+from streamwise_predictor.holder import ModelHolder, ServedModel
 from streamwise_predictor.service import Checked, predict_checked
-from streamwise_predictor.shadow import ShadowScorer
+from streamwise_predictor.shadow import ShadowModels, ShadowScorer
 from streamwise_core.schema import model_input_reader
 
 from .trainer_support import trainer_settings
@@ -89,3 +89,15 @@ def test_the_background_task_drains_the_queue() -> None:
 
     asyncio.run(go())
     assert scorer.scored == 8 and len(recorder.records) == 8
+
+
+def test_the_model_just_promoted_never_shadows_itself_before_the_next_refresh() -> None:
+    holder = ModelHolder()
+    old, new, batch = _served("fraud-lr", 1), _served("fraud-lr-d1", 2), _served("fraud-batch", 3)
+    holder.offer(old)
+    shadows = ShadowModels(store=None, watcher=None, holder=holder)  # type: ignore[arg-type]  # refresh() not called
+    shadows.models = {"fraud-lr-d1": new, "fraud-batch": batch}
+    assert [m.meta.model for m in shadows.challengers()] == ["fraud-lr-d1", "fraud-batch"]
+    promoted = ServedModel(new.meta, new.model, generation=1)
+    assert holder.offer(promoted)
+    assert [m.meta.model for m in shadows.challengers()] == ["fraud-batch"]

@@ -85,7 +85,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         shadows = ShadowModels(store, watcher, holder)
         app.state.shadow_models = shadows
         app.state.shadow = ShadowScorer(
-            spec, lambda: shadows.models.values(), recorder, sample=settings.shadow_sample,
+            spec, shadows.challengers, recorder, sample=settings.shadow_sample,
         )
         app.state.watcher = watcher
         app.state.producer = producer
@@ -178,7 +178,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             "refused": request.app.state.watcher.refused,
             "missing_versions": request.app.state.watcher.missing,
             "shadow": {
-                "models": {m.meta.model: m.meta.version for m in request.app.state.shadow_models.models.values()},
+                "models": {m.meta.model: m.meta.version for m in request.app.state.shadow_models.challengers()},
                 "sample": settings.shadow_sample, "scored": request.app.state.shadow.scored,
                 "dropped": request.app.state.shadow.dropped,
             },

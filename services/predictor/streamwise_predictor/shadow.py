@@ -40,8 +40,17 @@ class ShadowModels:
         self._holder = holder
         self.models: dict[str, ServedModel] = {}
 
+    def _champion(self) -> str | None:
+        return self._holder.current.meta.model if self._holder.current is not None else None
+
+    def challengers(self) -> list[ServedModel]:
+        """The loaded models but the one served now: between a promotion and the next refresh
+        the new champion is still in ``models``, and must not shadow itself."""
+        champion = self._champion()
+        return [m for m in self.models.values() if m.meta.model != champion]
+
     async def refresh(self) -> None:
-        champion = self._holder.current.meta.model if self._holder.current is not None else None
+        champion = self._champion()
         names = [n for n in await self._store.roster() if n != champion]
         for gone in self.models.keys() - set(names):
             del self.models[gone]
