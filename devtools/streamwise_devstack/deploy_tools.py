@@ -1,9 +1,9 @@
 """``streamwise images``: the tools and images that running compose and Kubernetes for real needs.
 
-``prepare`` builds everything the real-deployment tests use (Docker Compose from the Go module
-proxy, a Debian base image, the local equivalents of the third-party images) into the cache; a
-second run finds it there. ``streamwise test`` starts it in the background while the other tiers
-run, and the real tier's fixtures wait for it on the same locks.
+``prepare`` builds everything the real-deployment tests use (Docker Compose and Prometheus from
+the Go module proxy, a Debian base image, the local equivalents of the third-party images) into
+the cache; a second run finds it there. ``streamwise test`` starts it in the background while the
+other tiers run, and the real tier's fixtures wait for it on the same locks.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .docker_engine import DockerEngine
-from .go_tools import ensure_compose, ensure_etcd, ensure_kubernetes
+from .go_tools import ensure_compose, ensure_etcd, ensure_kubernetes, ensure_prometheus
 from .local_images import BASE_IMAGE, LOCAL_IMAGES, build_local_images
 from .process import _exit_cleanly_on_sigterm
 
@@ -28,7 +28,7 @@ console = Console(stderr=True)
 def build_local(
     use_host_engine: Annotated[bool, typer.Option(help="Build in the host's Docker engine if one answers (else a private dockerd).")] = True,
 ) -> None:
-    """Build the local equivalents of the third-party images (Debian packages, Maven Central)."""
+    """Build the local equivalents of the third-party images (Debian packages, Maven Central, the Go module proxy)."""
     with DockerEngine(use_host_engine=use_host_engine) as engine, console.status("building the local images…"):
         built = build_local_images(engine)
         private = not engine.external
@@ -45,11 +45,12 @@ def build_local(
 
 @images.command("prepare")
 def prepare() -> None:
-    """Build what the real-deployment tests need (compose, base and local images, etcd and
-    kube-apiserver) into the cache."""
+    """Build what the real-deployment tests need (compose, Prometheus, base and local images, etcd
+    and kube-apiserver) into the cache."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _exit_cleanly_on_sigterm()  # `streamwise test` stops it early when pytest ends first
     console.print(f"compose: {ensure_compose()}")
+    console.print(f"prometheus: {ensure_prometheus()}")  # the binary of its local image
     with DockerEngine() as engine:
         build_local_images(engine)
     console.print(f"images: {', '.join(image.name for image in LOCAL_IMAGES)}")

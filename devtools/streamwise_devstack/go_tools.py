@@ -21,7 +21,10 @@ from .kafka import cache_root
 from .packages import MissingDependency
 from .process import run_checked
 
-__all__ = ["COMPOSE_VERSION", "ETCD_VERSION", "KUBERNETES_VERSION", "ensure_compose", "ensure_etcd", "ensure_kubernetes", "go_env", "go_module_dir"]
+__all__ = [
+    "COMPOSE_VERSION", "COREDNS_VERSION", "ETCD_VERSION", "KUBERNETES_VERSION", "PROMETHEUS_VERSION", "ensure_compose", "ensure_coredns",
+    "ensure_etcd", "ensure_kubernetes", "ensure_prometheus", "go_env", "go_module_dir", "module_source", "prometheus_module_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +60,16 @@ def _run(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = 
     return result.stdout
 
 
+def module_source(module: str, version: str) -> Path:
+    """The folder of ``module@version`` in the module cache, downloaded if missing (read-only)."""
+    return Path(json.loads(_run([_go(), "mod", "download", "-json", f"{module}@{version}"]))["Dir"])
+
+
 def go_module_dir(module: str, version: str) -> Path:
     """Download ``module@version`` and return a writable copy of it (read-only in the module cache)."""
-    info = json.loads(_run([_go(), "mod", "download", "-json", f"{module}@{version}"]))
     work = Path(tempfile.mkdtemp(prefix="sw-go-"))
     copy = work / "src"
-    shutil.copytree(info["Dir"], copy)
+    shutil.copytree(module_source(module, version), copy)
     for path in [copy, *copy.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)
     return copy
@@ -188,3 +195,54 @@ def ensure_kubernetes(components: tuple[str, ...] = ("kube-apiserver",), version
             shutil.rmtree(src.parent, ignore_errors=True)
 
     return _build_once(components, build_all, cache_root() / "bin" / f"kubernetes-{version}")
+
+
+COREDNS_VERSION = "v1.14.7"
+
+
+def ensure_coredns(version: str = COREDNS_VERSION) -> Path:
+    """CoreDNS, the cluster DNS of the test cluster (``go install`` takes its module as published)."""
+
+    name = f"coredns-{version}"
+
+    def build(_: list[str], out: Path) -> None:
+        gobin = out / "gobin"
+        _run([_go(), "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{version}"],
+             env=go_env(CGO_ENABLED="0", GOBIN=str(gobin), GOFLAGS=""))
+        (gobin / "coredns").rename(out / name)
+
+    return _build_once([name], build)[name]
+
+
+PROMETHEUS_VERSION = "v3.5.0"
+"""The release docker-compose.yml runs (``prom/prometheus:v3.5.0``)."""
+
+
+def prometheus_module_version(version: str) -> str:
+    """Prometheus 3.x.y is tagged as the Go module version v0.(300+x).y: v3.5.0 is v0.305.0."""
+    major, minor, patch = version.removeprefix("v").split(".")
+    if major != "3":
+        raise ValueError(f"only Prometheus 3 releases are mapped to module versions, not {version}")
+    return f"v0.{300 + int(minor)}.{patch}"
+
+
+def ensure_prometheus(version: str = PROMETHEUS_VERSION) -> Path:
+    """The Prometheus server (``cmd/prometheus``; ``go install`` refuses its module: go.mod has
+    replace and exclude directives). Built without the ``builtinassets`` tag, so without the web
+    UI (an npm build): the HTTP API, ``/metrics`` and ``/-/ready`` are all there."""
+
+    name = f"prometheus-{version}"
+    ldflags = ["-s", "-w"] + [
+        f"-X github.com/prometheus/common/version.{key}={value}"
+        for key, value in (("Version", version.removeprefix("v")), ("Revision", prometheus_module_version(version)), ("Branch", "HEAD"))
+    ]
+
+    def build(_: list[str], out: Path) -> None:
+        src = go_module_dir("github.com/prometheus/prometheus", prometheus_module_version(version))
+        try:
+            _run([_go(), "build", "-trimpath", "-tags", "netgo", "-ldflags", " ".join(ldflags), "-o", str(out / name), "./cmd/prometheus"],
+                 cwd=src, env=go_env(CGO_ENABLED="0"))
+        finally:
+            shutil.rmtree(src.parent, ignore_errors=True)
+
+    return _build_once([name], build)[name]

@@ -1,8 +1,10 @@
-"""A real Kubernetes API server (with its etcd) on 127.0.0.1, for server-side dry runs.
+"""A real Kubernetes API server (with its etcd), for server-side dry runs and for the control
+plane of the test cluster (:mod:`.kube_cluster`).
 
 Built from the Go module proxy (:mod:`.go_tools`). Certificates come from openssl; kubectl
 authenticates with a static token; authorization is AlwaysAllow; the default admission plugins
-run (Pod Security included). ``kubeconfig`` is written for kubectl.
+run (Pod Security included). ``kubeconfig`` is written for kubectl. It listens on 127.0.0.1,
+or on ``address`` when pods must reach it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ def _openssl(*args: str, cwd: Path) -> None:
 class KubeApiServer(LocalServer):
     """etcd + kube-apiserver; ``with KubeApiServer(dir) as api: api.kubectl("apply", ...)``."""
 
-    def __init__(self, data_dir: Path, *, start_timeout: float = 180.0) -> None:
+    def __init__(self, data_dir: Path, *, address: str = "127.0.0.1", with_kubelets: bool = False,
+                 start_timeout: float = 180.0) -> None:
         self.data_dir = Path(data_dir)
+        self.address = address
+        self.with_kubelets = with_kubelets
+        """Reach kubelets (logs, exec) with a client certificate of the cluster's CA."""
         self.start_timeout = start_timeout
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -58,7 +64,11 @@ class KubeApiServer(LocalServer):
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
+
+    @property
+    def pki(self) -> Path:
+        return self.data_dir / "pki"
 
     def _certificates(self) -> None:
         pki = self.data_dir / "pki"
@@ -66,7 +76,7 @@ class KubeApiServer(LocalServer):
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamwise-test-ca",
                  "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-        (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1\n")
+        (pki / "san.ext").write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,IP:{self.address}\n")
         _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
                  "-extfile", "san.ext", "-out", "server.crt", cwd=pki)
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
@@ -80,13 +90,26 @@ class KubeApiServer(LocalServer):
             "current-context: test\n"
         )
 
+    def client_certificate(self, name: str, group: str) -> tuple[Path, Path]:
+        """A client certificate and key signed by the cluster's CA: (``<name>.crt``, ``<name>.key``)."""
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/O={group}/CN={name}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=self.pki)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                 "-out", f"{name}.crt", cwd=self.pki)
+        return self.pki / f"{name}.crt", self.pki / f"{name}.key"
+
     def start(self) -> None:
         if self._process is not None and self._process.alive():
             return
         binaries = {"etcd": ensure_etcd(), **ensure_kubernetes(("kube-apiserver",))}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._certificates()
-        pki = self.data_dir / "pki"
+        pki = self.pki
+        kubelet_args: list[str] = []
+        if self.with_kubelets:
+            cert, key = self.client_certificate("kube-apiserver-kubelet-client", "system:masters")
+            kubelet_args = [f"--kubelet-client-certificate={cert}", f"--kubelet-client-key={key}",
+                            "--kubelet-preferred-address-types=InternalIP"]
         client, peer = free_port(), free_port()
         self._etcd = ManagedProcess(
             "etcd",
@@ -99,13 +122,13 @@ class KubeApiServer(LocalServer):
         self._etcd.start()
         self._process = ManagedProcess(
             "kube-apiserver",
-            [str(binaries["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{client}", "--bind-address=127.0.0.1",
-             f"--secure-port={self.port}", "--advertise-address=127.0.0.1", f"--service-cluster-ip-range={SERVICE_RANGE}",
+            [str(binaries["kube-apiserver"]), f"--etcd-servers=http://127.0.0.1:{client}", f"--bind-address={self.address}",
+             f"--secure-port={self.port}", f"--advertise-address={self.address}", f"--service-cluster-ip-range={SERVICE_RANGE}",
              f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
              f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
              "--authorization-mode=AlwaysAllow", f"--service-account-key-file={pki / 'sa.pub'}",
              f"--service-account-signing-key-file={pki / 'sa.key'}", "--service-account-issuer=https://kubernetes.default.svc",
-             "--v=1"],
+             "--v=1", *kubelet_args],
             self.data_dir / "kube-apiserver.log",
         )
         self._process.start()

@@ -1,5 +1,6 @@
 """Images without an image registry: a Debian base from ``debootstrap``, then the local
-equivalents of the third-party images (``deploy/local-images``) built on it.
+equivalents of the third-party images (``deploy/local-images``) built on it (Kafka's jars come
+from Maven Central, Prometheus is built from the Go module proxy).
 
 Every image carries a label with the digest of what it was built from; an image whose sources
 changed is built again, an unchanged one is kept (the engine's data root is cached).
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .docker_engine import DockerEngine
+from .go_tools import PROMETHEUS_VERSION, ensure_prometheus
 from .kafka import DEFAULT_KAFKA_VERSION, cache_root, ensure_kafka_jars
 from .packages import ensure_debian_packages
 from .process import run_checked
@@ -45,6 +47,7 @@ LOCAL_IMAGES = (
     LocalImage("kafka", f"streamwise-local/kafka:{DEFAULT_KAFKA_VERSION}", "KAFKA_IMAGE"),
     LocalImage("redis", "streamwise-local/redis:7", "REDIS_IMAGE"),
     LocalImage("postgres", "streamwise-local/postgres:15", "POSTGRES_IMAGE"),
+    LocalImage("prometheus", f"streamwise-local/prometheus:{PROMETHEUS_VERSION}", "PROMETHEUS_IMAGE"),
 )
 
 
@@ -60,6 +63,26 @@ def _digest(folder: Path, *extra: str) -> str:
     for item in extra:
         digest.update(item.encode() + b"\0")
     return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _context_extras(folder: str) -> tuple[dict[str, Path], list[str]]:
+    """What an image's build context holds beside its folder ({name in the context: path}, each
+    built or fetched first), and what identifies it in the source digest."""
+    if folder == "kafka":
+        libs = ensure_kafka_jars(tools=True)
+        return {"libs": libs}, sorted(p.name for p in libs.glob("*.jar"))
+    if folder == "prometheus":
+        binary = ensure_prometheus()
+        return {"prometheus": binary}, [binary.name, _sha256(binary)]
+    return {}, []
 
 
 def ensure_debian_base(engine: DockerEngine) -> str:
@@ -89,15 +112,14 @@ def build_local_images(engine: DockerEngine, *, base: str | None = None) -> dict
     built = {}
     for image in LOCAL_IMAGES:
         folder = SOURCES / image.folder
-        libs = ensure_kafka_jars(tools=True) if image.folder == "kafka" else None
-        jars = sorted(p.name for p in libs.glob("*.jar")) if libs else []
-        source = _digest(folder, base, *jars)
+        extras, identity = _context_extras(image.folder)
+        source = _digest(folder, base, *identity)
         if _label(engine, image.name) != source:
             with tempfile.TemporaryDirectory(prefix=f"sw-image-{image.folder}-") as tmp:
                 context = Path(tmp) / "context"
                 shutil.copytree(folder, context)
-                if libs is not None:
-                    shutil.copytree(libs, context / "libs")
+                for name, path in extras.items():
+                    shutil.copytree(path, context / name) if path.is_dir() else shutil.copy2(path, context / name)
                 log.info("building %s", image.name)
                 # The classic builder: these Dockerfiles need no BuildKit feature, and it needs no
                 # buildx plugin beside the docker client.

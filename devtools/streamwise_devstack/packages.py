@@ -11,7 +11,7 @@ import subprocess
 import threading
 from collections.abc import Mapping
 
-__all__ = ["MissingDependency", "ensure_debian_packages", "find_binary", "postgres_bin_dirs"]
+__all__ = ["MissingDependency", "ensure_debian_files", "ensure_debian_packages", "find_binary", "postgres_bin_dirs"]
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +54,43 @@ def _apt(*args: str) -> None:
         raise MissingDependency(f"`{' '.join(cmd)}` failed (exit {result.returncode}):\n{tail}")
 
 
-def ensure_debian_packages(binaries: Mapping[str, str]) -> dict[str, str]:
-    """Make sure every binary exists, mapping binary name -> Debian package; return their paths.
-
-    Missing binaries are installed with ``apt-get install -y`` (after one ``apt-get update``
-    per process) when running as root; otherwise MissingDependency says what to install.
-    """
+def _install(packages: list[str]) -> None:
+    """``apt-get install`` (after one ``apt-get update`` per process) as root; else say what to install."""
     global _apt_updated
-    paths = {name: find_binary(name) for name in binaries}
-    missing = {name: binaries[name] for name, path in paths.items() if path is None}
-    if not missing:
-        return {name: str(path) for name, path in paths.items()}
-
-    packages = sorted(set(missing.values()))
     hint = f"apt-get install -y {' '.join(packages)}"
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise MissingDependency(
-            f"missing {', '.join(sorted(missing))}; install them with `sudo {hint}`"
-        )
+        raise MissingDependency(f"missing Debian packages; install them with `sudo {hint}`")
     with _apt_lock:
         if not _apt_updated:
             _apt("update")
             _apt_updated = True
         _apt("install", "-y", "--no-install-recommends", *packages)
 
+
+def ensure_debian_packages(binaries: Mapping[str, str]) -> dict[str, str]:
+    """Make sure every binary exists, mapping binary name -> Debian package; return their paths.
+
+    Missing binaries are installed with ``apt-get install -y`` (after one ``apt-get update``
+    per process) when running as root; otherwise MissingDependency says what to install.
+    """
+    paths = {name: find_binary(name) for name in binaries}
+    missing = {name: binaries[name] for name, path in paths.items() if path is None}
+    if not missing:
+        return {name: str(path) for name, path in paths.items()}
+    packages = sorted(set(missing.values()))
+    _install(packages)
     for name in missing:
         paths[name] = find_binary(name)
         if paths[name] is None:
-            raise MissingDependency(f"`{hint}` succeeded but `{name}` is still not found")
+            raise MissingDependency(f"`apt-get install -y {' '.join(packages)}` succeeded but `{name}` is still not found")
     return {name: str(path) for name, path in paths.items()}
+
+
+def ensure_debian_files(files: Mapping[str, str]) -> None:
+    """Like :func:`ensure_debian_packages` for files off PATH (file path -> Debian package)."""
+    missing = sorted({package for path, package in files.items() if not os.path.exists(path)})
+    if missing:
+        _install(missing)
+    still = [path for path in files if not os.path.exists(path)]
+    if still:
+        raise MissingDependency(f"`apt-get install -y {' '.join(missing)}` succeeded but {', '.join(still)} are still missing")

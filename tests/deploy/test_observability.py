@@ -17,6 +17,8 @@ import httpx
 import pytest
 import yaml
 
+from streamwise_devstack.go_tools import PROMETHEUS_VERSION
+
 from .support import (
     K8S,
     ROOT,
@@ -97,6 +99,11 @@ def test_prometheus_and_grafana_are_an_optional_profile(compose: dict[str, Any])
         image, _, tag = services[name]["image"].rpartition(":")
         assert image in ("prom/prometheus", "grafana/grafana") and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), "a pinned image"
     assert set(compose["volumes"]) >= {"prometheus-data", "grafana-data"}
+
+
+def test_the_local_prometheus_is_the_release_compose_pins(compose: dict[str, Any]) -> None:
+    """The real tier runs ``streamwise-local/prometheus``, built from the Go module of this release."""
+    assert compose["services"]["prometheus"]["image"] == f"prom/prometheus:{PROMETHEUS_VERSION}"
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, Path]:

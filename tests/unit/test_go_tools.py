@@ -1,4 +1,4 @@
-"""The go.mod rewrite that lets Kubernetes build from the published modules."""
+"""The go.mod rewrite that lets Kubernetes build from the published modules; Prometheus's module versions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwise_devstack.go_tools import _build_once, staging_edits
+from streamwise_devstack.go_tools import _build_once, prometheus_module_version, staging_edits
 
 GO_MOD = """module k8s.io/kubernetes
 
@@ -64,3 +64,10 @@ def test_a_failed_build_leaves_nothing_half_built(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="go build failed"):
         _build_once(["x", "y"], build, tmp_path)
     assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".partial")]
+
+
+def test_prometheus_3_releases_are_their_module_versions() -> None:
+    assert prometheus_module_version("v3.5.0") == "v0.305.0"
+    assert prometheus_module_version("3.10.2") == "v0.310.2"
+    with pytest.raises(ValueError):
+        prometheus_module_version("v2.53.0")

@@ -20,6 +20,10 @@ class ComposeProject:
         self.env = {**engine.env(), **env}
         self.profiles = list(profiles)
 
+    def with_profiles(self, *profiles: str) -> ComposeProject:
+        """The same project with ``profiles`` enabled too (its services started beside the others)."""
+        return ComposeProject(self.engine, self.binary, self.name, self.env, [*self.profiles, *profiles])
+
     def argv(self, *args: str) -> list[str]:
         files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(TEST_PORTS)]
         profiles = [arg for profile in self.profiles for arg in ("--profile", profile)]
@@ -47,4 +51,7 @@ class ComposeProject:
         return result.stdout[-8000:] + result.stderr[-2000:]
 
     def down(self, *, volumes: bool = False) -> None:
-        self.run("down", "--remove-orphans", "--timeout", "20", *(["--volumes"] if volumes else []), timeout=300, check=False)
+        """Every container of the project, those of every profile too (``down`` leaves the services of
+        profiles it was not given running, and cannot remove their network then)."""
+        self.run("--profile", "*", "down", "--remove-orphans", "--timeout", "20", *(["--volumes"] if volumes else []),
+                 timeout=300, check=False)

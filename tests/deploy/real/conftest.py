@@ -34,7 +34,7 @@ def compose_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def local_images(docker_engine: DockerEngine) -> dict[str, str]:
-    """{compose variable: local image}: KAFKA_IMAGE, REDIS_IMAGE, POSTGRES_IMAGE, PYTHON_IMAGE."""
+    """{compose variable: local image}: KAFKA_IMAGE, REDIS_IMAGE, POSTGRES_IMAGE, PROMETHEUS_IMAGE, PYTHON_IMAGE."""
     return build_local_images(docker_engine)
 
 

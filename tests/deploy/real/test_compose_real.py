@@ -3,7 +3,8 @@ local equivalents of the third-party images passed in through their variables.
 
 One project for the module, in steps that build on each other: up with the demo stream, a model
 that learns and is served through the published ports, a killed trainer that resumes exactly
-once, and ``down`` then ``up`` that keeps every model and registry row (named volumes).
+once, ``down`` then ``up`` that keeps every model and registry row (named volumes), and the
+``observability`` profile's Prometheus scraping the four services.
 """
 
 from __future__ import annotations
@@ -157,3 +158,56 @@ def test_down_and_up_keep_every_model_and_registry_row(project: ComposeProject, 
     assert again["meta"]["examples_seen"] == served["meta"]["examples_seen"], "the trainer relearned or lost events"
     kept = {row["version"] for row in running.versions()}
     assert {row["version"] for row in rows} <= kept
+
+
+STREAMWISE_JOBS = ("ingest", "trainer", "predictor", "webapp")
+"""The scrape jobs of deploy/observability/prometheus.yml, one per service."""
+
+
+def _prometheus(prometheus: str, path: str, **params: str) -> Any:
+    """The ``data`` of a Prometheus API answer, or None."""
+    found = _get(f"{prometheus}{path}", params=params)
+    return found["data"] if found and found.get("status") == "success" else None
+
+
+def _targets_up(prometheus: str) -> dict[str, list[str]] | None:
+    """{job: the scrape URLs of its targets} once every Streamwise job has targets, all healthy."""
+    data = _prometheus(prometheus, "/api/v1/targets", state="active")
+    if data is None:
+        return None
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for target in data["activeTargets"]:
+        by_job.setdefault(target["labels"]["job"], []).append(target)
+    if not all(by_job.get(job) and all(t["health"] == "up" for t in by_job[job]) for job in STREAMWISE_JOBS):
+        return None
+    return {job: [t["scrapeUrl"] for t in by_job[job]] for job in STREAMWISE_JOBS}
+
+
+def _by_job(prometheus: str, query: str) -> dict[str, float]:
+    """An instant query's answer, {job: value}."""
+    data = _prometheus(prometheus, "/api/v1/query", query=query)
+    return {series["metric"].get("job", ""): float(series["value"][1]) for series in (data or {}).get("result", [])}
+
+
+def test_the_observability_profile_scrapes_the_four_services(project: ComposeProject, running: Running) -> None:
+    """`--profile observability up prometheus` beside the running stack (the local Prometheus,
+    built from the Go module proxy; Grafana is not run: it has no local image): Prometheus finds
+    each service through compose's DNS, every target is up, and PromQL answers with each
+    service's own metrics and the version the predictor serves."""
+    observability = project.with_profiles("observability")
+    observability.run("up", "--detach", "--wait", "--wait-timeout", str(int(DEADLINE_S)), "prometheus", timeout=DEADLINE_S * 2)
+    prometheus = observability.url("prometheus", 9090)
+    assert httpx.get(f"{prometheus}/-/ready", timeout=10).status_code == 200
+    targets = wait_for(lambda: _targets_up(prometheus), DEADLINE_S, "every Streamwise target up in Prometheus")
+    jobs = (*STREAMWISE_JOBS, "prometheus")
+    up = wait_for(lambda: (found := _by_job(prometheus, "up")) and all(found.get(job) == 1 for job in jobs) and found,
+                  DEADLINE_S, "`up` = 1 for every job")
+    assert set(up) == set(jobs), (up, targets)
+    own = wait_for(lambda: (found := _by_job(prometheus, 'count by (job) ({__name__=~"streamwise_.+"})'))
+                   and all(found.get(job, 0) > 0 for job in STREAMWISE_JOBS) and found,
+                   DEADLINE_S, "streamwise_* series of every job")
+    assert set(own) == set(STREAMWISE_JOBS), own
+    served = wait_for(running.served, DEADLINE_S, "a served version")["version"]
+    scraped = wait_for(lambda: (found := _by_job(prometheus, "max by (job) (streamwise_predictor_model_version)"))
+                       and found.get("predictor", 0) >= served and found, DEADLINE_S, "the served version in Prometheus")
+    assert set(scraped) == {"predictor"} and scraped["predictor"] >= 1, scraped
