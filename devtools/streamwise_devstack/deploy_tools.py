@@ -1,8 +1,9 @@
 """``streamwise images``: the tools and images that running compose and Kubernetes for real needs.
 
-``prepare`` builds everything the real-deployment tests use (Docker Compose and Prometheus from
-the Go module proxy, a Debian base image, the local equivalents of the third-party images) into
-the cache; a second run finds it there. ``streamwise test`` starts it in the background while the
+``prepare`` builds everything the real-deployment tests use (Docker Compose, Prometheus, etcd,
+Kubernetes and CoreDNS from the Go module proxy, a Debian base image, the local equivalents of
+the third-party images, the pause image of the test cluster) into the cache; a second run finds
+it there. ``streamwise test`` starts it in the background while the
 other tiers run, and the real tier's fixtures wait for it on the same locks.
 """
 
@@ -16,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .docker_engine import DockerEngine
-from .go_tools import ensure_compose, ensure_etcd, ensure_kubernetes, ensure_prometheus
+from .go_tools import ensure_compose, ensure_coredns, ensure_etcd, ensure_kubernetes, ensure_prometheus
+from .kube_cluster import NODE_COMPONENTS, ensure_pause_image
 from .local_images import BASE_IMAGE, LOCAL_IMAGES, build_local_images
 from .process import _exit_cleanly_on_sigterm
 
@@ -45,17 +47,19 @@ def build_local(
 
 @images.command("prepare")
 def prepare() -> None:
-    """Build what the real-deployment tests need (compose, Prometheus, base and local images, etcd
-    and kube-apiserver) into the cache."""
+    """Build what the real-deployment tests need (compose, Prometheus, base and local images, etcd,
+    Kubernetes' control plane and node, CoreDNS, the pause image) into the cache."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _exit_cleanly_on_sigterm()  # `streamwise test` stops it early when pytest ends first
     console.print(f"compose: {ensure_compose()}")
     console.print(f"prometheus: {ensure_prometheus()}")  # the binary of its local image
     with DockerEngine() as engine:
         build_local_images(engine)
-    console.print(f"images: {', '.join(image.name for image in LOCAL_IMAGES)}")
+        pause = ensure_pause_image(engine)
+    console.print(f"images: {', '.join(image.name for image in LOCAL_IMAGES)}, {pause}")
     console.print(f"etcd: {ensure_etcd()}")
-    console.print(f"kubernetes: {', '.join(str(p) for p in ensure_kubernetes().values())}")
+    console.print(f"kubernetes: {', '.join(str(p) for p in ensure_kubernetes(NODE_COMPONENTS).values())}")
+    console.print(f"coredns: {ensure_coredns()}")
 
 
 if __name__ == "__main__":

@@ -441,6 +441,9 @@ def test_the_demo_job_is_composes_demo_in_the_dev_namespace() -> None:
     assert command[command.index("--rate") + 1] == compose[compose.index("--rate") + 1]
     [key] = container["env"]
     assert key["name"] == "STREAMWISE_API_KEY" and key["valueFrom"]["secretKeyRef"]["key"] in _dev_secrets()
+    # Applied on its own, its reference is not rewritten by kustomize: the dev Secret's name is stable.
+    [secret] = objects("dev", "Secret")
+    assert key["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     for doc in render("demo"):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     assert spec["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]

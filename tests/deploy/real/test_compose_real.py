@@ -19,9 +19,10 @@ import pytest
 
 from streamwise_devstack.docker_engine import DockerEngine
 from streamwise_devstack.fraud import FraudStream
-from tests.e2e.loop_client import API_KEY, LoopClient, wait_for
+from tests.e2e.loop_client import LoopClient, wait_for
 
 from .compose_project import ComposeProject
+from .stack import EVENT_TOPICS, Stack, get_json, parse_offsets
 
 pytestmark = [pytest.mark.real, pytest.mark.deploy, pytest.mark.timeout(3600)]
 
@@ -29,15 +30,7 @@ DEADLINE_S = 300.0
 """A hang guard for a step that normally takes seconds (containers on a shared 2-core machine)."""
 
 
-def _get(url: str, **kwargs: Any) -> dict[str, Any] | None:
-    try:
-        response = httpx.get(url, timeout=10, headers=API_KEY, **kwargs)
-    except httpx.HTTPError:
-        return None
-    return response.json() if response.status_code == 200 else None
-
-
-class Running:
+class Running(Stack):
     """The project's published URLs, looked up again after every ``up`` (ports are ephemeral)."""
 
     def __init__(self, project: ComposeProject) -> None:
@@ -49,19 +42,6 @@ class Running:
         self.ingest = self.project.url("ingest", 8001)
         self.predictor = self.project.url("predictor", 8002)
         self.webapp = self.project.url("webapp", 8000)
-
-    def status(self) -> dict[str, Any] | None:
-        return _get(f"{self.trainer}/v1/status")
-
-    def served(self) -> dict[str, Any] | None:
-        """The predictor's ``/v1/model``, with the served ``model`` and ``version`` at the top."""
-        found = _get(f"{self.predictor}/v1/model")
-        return found and {**found, "model": found["meta"]["model"], "version": found["meta"]["version"]}
-
-    def versions(self, model: str = "fraud-lr") -> list[dict[str, Any]]:
-        found = _get(f"{self.webapp}/api/v1/models/{model}/versions", params={"limit": 500})
-        assert isinstance(found, list), found
-        return found
 
 
 @pytest.fixture(scope="module")
@@ -89,41 +69,22 @@ def test_up_streams_learns_and_serves_through_the_published_ports(project: Compo
     by_service = dict(line.split(" ", 1) for line in filter(None, states))
     for service in ("kafka", "redis", "postgres", "trainer", "ingest", "predictor", "webapp"):
         assert by_service[service].startswith("running") and "healthy" in by_service[service], by_service
-    first = wait_for(lambda: (s := running.served()) and s, DEADLINE_S, "a first served version")
-    later = wait_for(lambda: (s := running.served()) and s["version"] > first["version"] and s, DEADLINE_S, "versions advancing")
-    assert later["meta"]["examples_seen"] > first["meta"]["examples_seen"]
-    event = FraudStream(seed=3).take(1)[0]
-    response = httpx.post(f"{running.predictor}/v1/predict", json={"features": event.features}, timeout=10)
-    assert response.status_code == 200, response.text
-    answered = response.json()
-    assert answered["model"] == later["model"] and answered["version"] >= later["version"], "an older version answered"
+    running.check_learning_and_serving(DEADLINE_S)
 
 
 def _end_offsets(project: ComposeProject) -> dict[str, int]:
-    """``topic:partition -> end offset`` of the events and labels topics, asked of the broker."""
+    """``topic:partition -> end offset`` of the topics the trainer learns from, asked of the broker."""
     ends = {}
-    for topic in ("streamwise.fraud.events", "streamwise.fraud.labels"):
-        out = project.run("exec", "-T", "kafka", "/opt/kafka/bin/kafka-get-offsets.sh",
-                          "--bootstrap-server", "localhost:9092", "--topic", topic, timeout=120).stdout
-        for line in filter(None, out.splitlines()):
-            name, partition, offset = line.rsplit(":", 2)
-            ends[f"{name}:{partition}"] = int(offset)
+    for topic in EVENT_TOPICS:
+        ends.update(parse_offsets(project.run("exec", "-T", "kafka", "/opt/kafka/bin/kafka-get-offsets.sh",
+                                              "--bootstrap-server", "localhost:9092", "--topic", topic, timeout=120).stdout))
     return ends
-
-
-def _settled(running: Running, ends: dict[str, int]) -> dict[str, Any] | None:
-    """The champion's status once its learned state reaches ``ends`` (everything consumed; the
-    status names the last offset processed of each partition)."""
-    status = running.status()
-    if status is None or any(status["offsets"].get(key, -1) + 1 < end for key, end in ends.items()):
-        return None
-    return status
 
 
 def test_a_killed_trainer_resumes_exactly_once(project: ComposeProject, running: Running) -> None:
     """`kill trainer` then `start trainer`: the versions continue, and every event is learned once."""
     project.run("stop", "demo")
-    before = wait_for(lambda: _settled(running, _end_offsets(project)), DEADLINE_S, "the demo's events consumed")
+    before = wait_for(lambda: running.settled(_end_offsets(project)), DEADLINE_S, "the demo's events consumed")
     before_version = wait_for(running.served, DEADLINE_S, "a served version")["version"]
     events = FraudStream(seed=11, run_id=f"resume-{uuid.uuid4().hex[:6]}").take(3_000)
     client = LoopClient(running.ingest, running.predictor)
@@ -134,7 +95,7 @@ def test_a_killed_trainer_resumes_exactly_once(project: ComposeProject, running:
     project.run("up", "--detach", "--wait", "--no-deps", "trainer", timeout=DEADLINE_S * 2)
     running.refresh()
     ends = _end_offsets(project)
-    final = wait_for(lambda: _settled(running, ends), DEADLINE_S, "every event consumed after the restart")
+    final = wait_for(lambda: running.settled(ends), DEADLINE_S, "every event consumed after the restart")
     assert final["examples_seen"] == before["examples_seen"] + len(events), "an event was learned twice, or lost"
     assert final["duplicates_ignored"] == before["duplicates_ignored"]
     newest = wait_for(lambda: (s := running.served()) and s["meta"]["examples_seen"] == final["examples_seen"] and s,
@@ -166,7 +127,7 @@ STREAMWISE_JOBS = ("ingest", "trainer", "predictor", "webapp")
 
 def _prometheus(prometheus: str, path: str, **params: str) -> Any:
     """The ``data`` of a Prometheus API answer, or None."""
-    found = _get(f"{prometheus}{path}", params=params)
+    found = get_json(f"{prometheus}{path}", params=params)
     return found["data"] if found and found.get("status") == "success" else None
 
 
