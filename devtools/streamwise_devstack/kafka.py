@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,7 +268,7 @@ class KafkaBroker(LocalServer):
         if (self.data_dir / "kraft-logs" / "meta.properties").is_file():
             return props
         cmd = self._java_argv(java, libs, "kafka.tools.StorageTool",
-                              "format", "-t", _cluster_id(), "-c", str(props), tool=True)
+                              "format", "-t", _cluster_id(), "-c", str(props), *self._format_args(), tool=True)
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             raise RuntimeError(
@@ -276,6 +276,13 @@ class KafkaBroker(LocalServer):
                 f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
             )
         return props
+
+    def _format_args(self) -> list[str]:
+        """Extra arguments of the storage format (a secured broker adds its SCRAM users)."""
+        return []
+
+    def _wait_serving(self, timeout: float, alive: Callable[[], bool]) -> None:
+        wait_for_kafka(self.bootstrap, timeout, alive=alive)
 
     def start(self) -> None:
         """Resolve jars, format storage once, launch the JVM and wait until it serves metadata."""
@@ -297,7 +304,7 @@ class KafkaBroker(LocalServer):
             remaining = self.start_timeout - (time.monotonic() - started)
             wait_for_port(self.host, self.port, max(remaining, 1.0), alive=process.alive)
             remaining = self.start_timeout - (time.monotonic() - started)
-            wait_for_kafka(self.bootstrap, max(remaining, 1.0), alive=process.alive)
+            self._wait_serving(max(remaining, 1.0), process.alive)
         except (TimeoutError, RuntimeError) as exc:
             process.kill()
             self._process = None

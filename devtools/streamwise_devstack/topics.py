@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,10 +44,11 @@ def _run_in_thread(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return result[0]
 
 
-async def kafka_brokers(bootstrap: str, request_timeout: float = 5.0) -> list[int]:
-    """Send a metadata request to ``bootstrap`` and return the advertised broker ids."""
+async def kafka_brokers(bootstrap: str, request_timeout: float = 5.0, options: Mapping[str, Any] | None = None) -> list[int]:
+    """Send a metadata request to ``bootstrap`` and return the advertised broker ids
+    (``options``: more client keywords, such as TLS and SASL)."""
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(request_timeout * 1000)
+        bootstrap_servers=bootstrap, request_timeout_ms=int(request_timeout * 1000), **(options or {})
     )
     try:
         await client.bootstrap()
@@ -57,7 +58,8 @@ async def kafka_brokers(bootstrap: str, request_timeout: float = 5.0) -> list[in
 
 
 def wait_for_kafka(
-    bootstrap: str, timeout: float = 60.0, *, alive: Callable[[], bool] | None = None
+    bootstrap: str, timeout: float = 60.0, *, alive: Callable[[], bool] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> None:
     """Block until a metadata request to ``bootstrap`` lists at least one broker."""
     deadline = time.monotonic() + timeout
@@ -73,7 +75,7 @@ def wait_for_kafka(
             )
         request_timeout = min(5.0, max(remaining, 0.5))
         try:
-            if _run_in_thread(functools.partial(kafka_brokers, bootstrap, request_timeout)):
+            if _run_in_thread(functools.partial(kafka_brokers, bootstrap, request_timeout, options)):
                 return
         except (TimeoutError, KafkaError, OSError) as exc:
             last_error = exc

@@ -1,4 +1,4 @@
-"""Kafka adapters shared by the services: producer factory and explicit topic creation."""
+"""Kafka adapters shared by the services: client security, producer factory and explicit topic creation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -138,10 +140,30 @@ class RecordBuffer:
             raise
 
 
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """The connection keywords of every aiokafka client (producer, consumer, admin): the
+    bootstrap servers, and TLS and SASL as the settings say."""
+    options: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap, "security_protocol": kafka.security_protocol}
+    if kafka.encrypted:
+        context = create_ssl_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
+            certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
+            keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
+        )
+        context.check_hostname = kafka.ssl_check_hostname
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL_"):
+        options.update(
+            sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+            sasl_plain_password=kafka.sasl_password.get_secret_value(),
+        )
+    return options
+
+
 def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     """A producer that only reports success once every in-sync replica has the record."""
     return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap,
+        **client_options(kafka),
         client_id=client_id,
         acks="all",
         enable_idempotence=kafka.idempotence,
@@ -172,7 +194,7 @@ async def ensure_topics(
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())

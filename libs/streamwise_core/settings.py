@@ -20,6 +20,17 @@ DEV_API_KEY = "dev-api-key"
 
 class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """``SASL_SSL`` in production: encrypted, and each service authenticated as its own user."""
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Path | None = None
+    """The CA of the brokers' certificates (default: the system's CAs)."""
+    ssl_certfile: Path | None = None
+    """The client's certificate, for mutual TLS (with ``ssl_keyfile``)."""
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
     idempotence: bool = True
     """Idempotent producer; on for Apache Kafka, off for brokers that refuse it (Tansu)."""
     partitions: int = 1
@@ -28,6 +39,24 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1500
     request_timeout_ms: int = 15000
+
+    @model_validator(mode="after")
+    def _complete_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password.get_secret_value()):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("mutual TLS needs both ssl_certfile and ssl_keyfile")
+        if not self.security_protocol.endswith("SSL") and (self.ssl_cafile or self.ssl_certfile):
+            raise ValueError(f"TLS files are set but security_protocol is {self.security_protocol}: use SSL or SASL_SSL")
+        return self
+
+    @property
+    def encrypted(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def authenticated(self) -> bool:
+        return self.security_protocol.startswith("SASL_") or self.ssl_certfile is not None
 
 
 class Settings(BaseSettings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +18,16 @@ APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
 
 def start_suite(
     tmp_path: Path, bootstrap: str, idempotence: bool, redis_url: str, names: tuple[str, ...],
-    extra_env: dict[str, str] | None = None, app_spec: Path = APP_SPEC,
+    extra_env: dict[str, str] | None = None, app_spec: Path = APP_SPEC, *,
+    topic_prefix: str | None = None, service_env: dict[str, dict[str, str]] | None = None,
 ) -> Suite:
+    """The services ``names`` on the given backends; ``service_env``: variables of one service
+    only (such as its own Kafka user)."""
     ports = {name: free_port() for name in ("webapp", "ingest", "predictor", "trainer")}
     env = suite_env(
         bootstrap=bootstrap, idempotence=idempotence, redis_url=redis_url,
         database_url=f"sqlite:///{tmp_path / 'registry.db'}", app_spec=app_spec,
-        topic_prefix=f"e2e{uuid.uuid4().hex[:8]}",
+        topic_prefix=topic_prefix or f"e2e{uuid.uuid4().hex[:8]}",
         extra={
             "STREAMWISE_POLL_INTERVAL_MS": "500",
             # where the web app reaches the others (its System page and live feed)
@@ -31,7 +35,7 @@ def start_suite(
             **(extra_env or {}),
         },
     )
-    specs = [s for s in service_specs(ports) if s.name in names]
+    specs = [replace(s, env=(*s.env, *(service_env or {}).get(s.name, {}).items())) for s in service_specs(ports) if s.name in names]
     suite = Suite(env, tmp_path / "logs", specs, cwd=ROOT)
     try:
         suite.start()

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streamwise_core.kafka import client_options
 from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.settings import KafkaSettings
 
@@ -40,7 +41,7 @@ class BatchConsumer:
     ) -> None:
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap,
+            **client_options(kafka),
             group_id=None,
             client_id=client_id,
             enable_auto_commit=False,
@@ -141,7 +142,7 @@ async def start_positions(
         return {}
     if start.from_ == "positions":
         return dict(start.positions or {})
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None, client_id=client_id)
+    consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, client_id=client_id)
     await consumer.start()
     try:
         partitions = [

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import DeadLettered, EventReceived, LabelReceived
-from streamwise_core.kafka import make_producer
+from streamwise_core.kafka import client_options, make_producer
 from streamwise_core.settings import KafkaSettings, Topics
 
 from .feed import DeadLetterItem, DeadLetterLog, FreshnessTracker, RateMeter, Sampler
@@ -68,7 +68,7 @@ class StreamWatcher:
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap, client_id=self._client_id, group_id=None,
+            **client_options(self._kafka), client_id=self._client_id, group_id=None,
             enable_auto_commit=False, auto_offset_reset="latest",
             request_timeout_ms=self._kafka.request_timeout_ms,
         )
