@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .appspec import AppSpec, load_app_spec
 from .lifecycle.gate import GateSettings
@@ -16,6 +18,15 @@ from .topic_config import TopicRetention
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
+DEV_DATABASE_PASSWORD = "streamwise-dev-password"
+"""The PostgreSQL password of docker-compose.yml and the dev overlay unless one is given."""
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return make_url(url).password  # type: ignore[no-any-return]
+    except ArgumentError:
+        return None
 
 
 class KafkaSettings(BaseModel):
@@ -100,13 +111,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            dev_kid, _, dev_secret = DEV_SIGNING_KEY.partition(":")
-            keys = self.signing_key_map
-            if dev_kid in keys or dev_secret.encode() in keys.values():
-                raise ValueError("the development signing key is not allowed in production: set STREAMWISE_SIGNING_KEYS")
-            if DEV_API_KEY in self.api_key_list:
-                raise ValueError("set STREAMWISE_API_KEYS in production")
+            found = self.development_secrets()
+            if found:
+                raise ValueError("development secrets are not allowed in production: " + "; ".join(found))
         return self
+
+    def development_secrets(self) -> list[str]:
+        """Each development secret these settings hold, with the variable that replaces it."""
+        found = []
+        dev_kid, _, dev_secret = DEV_SIGNING_KEY.partition(":")
+        keys = self.signing_key_map
+        if dev_kid in keys or dev_secret.encode() in keys.values():
+            found.append("the development signing key (set STREAMWISE_SIGNING_KEYS)")
+        if DEV_API_KEY in self.api_key_list:
+            found.append("the development API key (set STREAMWISE_API_KEYS)")
+        if _url_password(self.database_url) == DEV_DATABASE_PASSWORD:
+            found.append("the development database password (set POSTGRES_PASSWORD, or STREAMWISE_DATABASE_URL)")
+        return found
 
     @property
     def signing_key_map(self) -> dict[str, bytes]:

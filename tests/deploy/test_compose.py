@@ -186,13 +186,18 @@ def test_start_order(compose: dict) -> None:
 
 def test_trainer_cannot_be_scaled_by_accident(compose: dict) -> None:
     """A fixed host port: a second trainer container fails to start instead of writing too."""
-    assert compose["services"]["trainer"]["ports"] == ["8003:8003"]
+    assert compose["services"]["trainer"]["ports"] == ["127.0.0.1:8003:8003"]
 
 
 def test_ingest_and_predictor_scale_on_a_host_port_range() -> None:
     services = load_compose({"INGEST_PORTS": "8101-8103", "PREDICTOR_PORTS": "8201-8203"})["services"]
-    assert services["ingest"]["ports"] == ["8101-8103:8001"]
-    assert services["predictor"]["ports"] == ["8201-8203:8002"]
+    assert services["ingest"]["ports"] == ["127.0.0.1:8101-8103:8001"]
+    assert services["predictor"]["ports"] == ["127.0.0.1:8201-8203:8002"]
+
+
+def test_ports_open_to_the_network_only_when_asked() -> None:
+    services = load_compose({"STREAMWISE_PUBLISH_ADDRESS": "0.0.0.0"})["services"]
+    assert services["webapp"]["ports"] == ["0.0.0.0:8000:8000"]
 
 
 def test_demo_profile_command_parses_and_authenticates(compose: dict) -> None:
@@ -222,5 +227,5 @@ def test_one_shot_commands_use_the_code(compose: dict) -> None:
 def test_webapp_links_point_at_published_ports(compose: dict) -> None:
     env = compose_environment(compose["services"]["webapp"])
     for key, name in (("STREAMWISE_INGEST_URL", "ingest"), ("STREAMWISE_PREDICTOR_URL", "predictor")):
-        published = compose["services"][name]["ports"][0].split(":")[0]
+        published = compose["services"][name]["ports"][0].split(":")[1]
         assert urlsplit(env[key]).port == int(published)

@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from streamwise_core.settings import Settings
 
+DEV_ADMIN_PASSWORD = "admin-password"
+"""The first admin's password of docker-compose.yml and the dev overlay unless one is given."""
+
 
 class Upstream(BaseModel):
     """Where the web app itself reaches the other services (``STREAMWISE_UPSTREAM__*``)."""
@@ -49,6 +52,12 @@ class WebappSettings(Settings):
     system_poll_s: float = Field(default=2.0, ge=0.2)
     """How often health, metrics and lag of the services are read."""
     dead_letters_kept: int = Field(default=500, ge=1, le=10_000)
+
+    def development_secrets(self) -> list[str]:
+        found = super().development_secrets()
+        if self.admin_password is not None and self.admin_password.get_secret_value() == DEV_ADMIN_PASSWORD:
+            found.append("the development admin password (set STREAMWISE_ADMIN_PASSWORD)")
+        return found
 
     @model_validator(mode="after")
     def _secure_cookies_in_production(self) -> WebappSettings:
