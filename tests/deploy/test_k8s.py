@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,9 +17,10 @@ from kubernetes_validate.utils import latest_version
 
 from streamwise_core.settings import DEV_API_KEY, DEV_SIGNING_KEY, Settings, Topics
 from streamwise_core.appspec import load_app_spec
+from streamwise_core.kafka_access import topic_acls
 
 from . import strimzi_schemas
-from .netpol import Endpoint, flows
+from .netpol import Endpoint, flows, selects
 from .support import (
     APP_SPEC,
     DOCKERFILE,
@@ -170,11 +172,20 @@ def test_references_resolve(overlay: str) -> None:
                 if "secretKeyRef" in ref:
                     name, key = ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]
                     if overlay == "prod":
-                        # prod expects the Secret to exist already (created by you, not by kustomize)
+                        # prod expects the Secrets to exist already: created by you, or by Strimzi's
+                        # User Operator for a KafkaUser (key `password`), not by kustomize
                         optional = ref["secretKeyRef"].get("optional") is True  # e.g. the web app's first admin
-                        assert name == "streamwise-secrets" and (key in SECRET_KEYS or optional)
+                        kafka_user = name in _kafka_user_names() and key == "password"
+                        assert (name == "streamwise-secrets" and (key in SECRET_KEYS or optional)) or kafka_user, f"{name}/{key}"
                     else:
                         assert key in one(overlay, "Secret", name)["data"], f"{w['metadata']['name']}: {name}/{key}"
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                name = volume["secret"]["secretName"]
+                if overlay == "prod":  # Strimzi's cluster CA certificate, the only Secret mounted
+                    assert name == f"{_kafka()['metadata']['name']}-cluster-ca-cert", name
+                else:
+                    assert ("Secret", name) in rendered, name
     if overlay == "prod":
         assert not objects(overlay, "Secret"), "prod generates no Secret"
 
@@ -193,9 +204,16 @@ def _expanded_env(overlay: str, name: str, secrets: dict[str, str]) -> dict[str,
             env[var["name"]] = one(overlay, "ConfigMap", ref["name"])["data"][ref["key"]]
         else:
             ref = var["valueFrom"]["secretKeyRef"]
-            if ref["key"] in secrets or not ref.get("optional"):  # an optional key may be absent
-                env[var["name"]] = secrets[ref["key"]]
+            data = secrets if ref["name"] == "streamwise-secrets" else _user_operator_secret(overlay, ref["name"])
+            if ref["key"] in data or not ref.get("optional"):  # an optional key may be absent
+                env[var["name"]] = data[ref["key"]]
     return env
+
+
+def _user_operator_secret(overlay: str, user: str) -> dict[str, str]:
+    """The Secret Strimzi's User Operator creates for the KafkaUser ``user`` (a made-up password)."""
+    one(overlay, "KafkaUser", user)
+    return {"password": f"{user}-scram-password"}
 
 
 def _dev_secrets() -> dict[str, str]:
@@ -212,6 +230,8 @@ def test_settings_accept_the_environment(name: str, monkeypatch: pytest.MonkeyPa
             "redis-url": "rediss://:pw@redis.internal:6379/0"}
     prod = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], _expanded_env("prod", name, real))
     assert prod.environment == "production"
+    # the services reach Kafka as their own user over TLS; `migrate` does not use Kafka
+    assert prod.kafka.security_protocol == ("PLAINTEXT" if name == "migrate" else "SASL_SSL")
     # ... and production refuses the development secrets.
     dev_in_prod = {**real, "signing-keys": DEV_SIGNING_KEY, "api-keys": DEV_API_KEY}
     with pytest.raises(ValueError, match="development signing key"):
@@ -359,16 +379,22 @@ OTHER_NAMESPACE = Endpoint("other-namespace-pod", "monitoring", {"app": "prometh
 KUBE_DNS = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, ports=(53,))
 INTERNET = Endpoint("internet", None, ports=(80, 443), ip="198.51.100.9")
 
+KAFKA_PORTS = {"dev": 9092, "prod": 9093}
+"""The broker port the services reach: dev's plaintext listener, prod's TLS listener (Strimzi)."""
 DESIGN = {
     ("external-client", "ingest", 8001), ("external-client", "predictor", 8002), ("external-client", "webapp", 8000),
     ("other-namespace-pod", "ingest", 8001), ("other-namespace-pod", "predictor", 8002),
     ("other-namespace-pod", "webapp", 8000), ("other-namespace-pod", "trainer", 8003),
-    ("ingest", "kafka", 9092),
-    ("trainer", "kafka", 9092), ("trainer", "redis", 6379), ("trainer", "postgres", 5432),
-    ("predictor", "kafka", 9092), ("predictor", "redis", 6379),
-    ("webapp", "redis", 6379), ("webapp", "postgres", 5432), ("webapp", "kafka", 9092),
+    ("trainer", "redis", 6379), ("trainer", "postgres", 5432),
+    ("predictor", "redis", 6379),
+    ("webapp", "redis", 6379), ("webapp", "postgres", 5432),
     ("webapp", "ingest", 8001), ("webapp", "predictor", 8002), ("webapp", "trainer", 8003),
 }
+"""The flows besides Kafka, which every service reaches on its overlay's port (``_design``)."""
+
+
+def _design(overlay: str) -> set[tuple[str, str, int]]:
+    return DESIGN | {(name, "kafka", KAFKA_PORTS[overlay]) for name in SERVICES}
 
 
 def _pods(overlay: str) -> list[Endpoint]:
@@ -404,7 +430,7 @@ def test_network_policies_allow_exactly_the_design(overlay: str) -> None:
     allowed = {f for f in _allowed_flows(overlay) if f[0] in ours or f[1] in ours}
     dns = {(name, "kube-dns", 53) for name in ours}
     assert dns <= allowed, "every pod resolves names"
-    assert allowed - dns == DESIGN
+    assert allowed - dns == _design(overlay)
 
 
 def test_network_policy_evaluator_sees_a_denial() -> None:
@@ -489,8 +515,7 @@ def test_prod_kafka_is_strimzi_with_the_five_topics() -> None:
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}
     cm = _settings_cm("prod")
     assert cm["STREAMWISE_ENVIRONMENT"] == "production"
-    [plain] = [lst for lst in kafka["spec"]["kafka"]["listeners"] if not lst["tls"]]
-    assert cm["STREAMWISE_KAFKA__BOOTSTRAP"] == f"{cluster}-kafka-bootstrap:{plain['port']}"
+    assert cm["STREAMWISE_KAFKA__BOOTSTRAP"] == f"{cluster}-kafka-bootstrap:{_services_listener()['port']}"
     spec = load_app_spec(APP_SPEC)
     expected = Topics.for_app(cm["STREAMWISE_TOPIC_PREFIX"], spec.name).all()
     assert expected == [f"streamwise.fraud.{k}" for k in ("events", "labels", "predictions", "models", "dead-letters")]
@@ -518,3 +543,107 @@ def test_topic_names_follow_the_settings() -> None:
     cm = _settings_cm("prod")
     settings = Settings(app_spec=APP_SPEC, topic_prefix=cm["STREAMWISE_TOPIC_PREFIX"], _env_file=None)  # type: ignore[call-arg]
     assert sorted(settings.topics.all()) == sorted(t["spec"]["topicName"] for t in objects("prod", "KafkaTopic"))
+
+
+# --- Kafka security in prod: TLS, SCRAM-SHA-512, one user per service, least privilege -------------
+
+
+def _kafka() -> dict[str, Any]:
+    [kafka] = objects("prod", "Kafka")
+    return kafka
+
+
+def _kafka_user_names() -> set[str]:
+    return {u["metadata"]["name"] for u in objects("prod", "KafkaUser")}
+
+
+def _kafka_users() -> dict[str, dict[str, Any]]:
+    """The prod KafkaUsers by the service (their component label) they are for."""
+    users = {component(u): u for u in objects("prod", "KafkaUser")}
+    assert len(users) == len(objects("prod", "KafkaUser")), "one KafkaUser per service"
+    return users
+
+
+def _services_listener() -> dict[str, Any]:
+    """The Strimzi listener that STREAMWISE_KAFKA__BOOTSTRAP names."""
+    host, _, port = _settings_cm("prod")["STREAMWISE_KAFKA__BOOTSTRAP"].rpartition(":")
+    assert host == f"{_kafka()['metadata']['name']}-kafka-bootstrap"
+    [listener] = [lst for lst in _kafka()["spec"]["kafka"]["listeners"] if lst["port"] == int(port)]
+    return listener
+
+
+def test_prod_kafka_listener_is_tls_with_scram_and_the_cluster_authorizes() -> None:
+    listener = _services_listener()
+    assert listener["type"] == "internal" and listener["tls"] is True
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    assert listener["port"] == KAFKA_PORTS["prod"], "the port the NetworkPolicies open"
+    for other in _kafka()["spec"]["kafka"]["listeners"]:
+        assert other["tls"] is True and other.get("authentication"), f"listener {other['name']}: plaintext or anonymous"
+    assert _kafka()["spec"]["kafka"]["authorization"]["type"] == "simple"
+    assert "userOperator" in _kafka()["spec"]["entityOperator"], "the User Operator makes the KafkaUsers' Secrets"
+    # Strimzi's own NetworkPolicy of the brokers admits the four services on the listener, no other pod.
+    [peer] = listener["networkPolicyPeers"]
+    assert set(peer) == {"podSelector"}
+    admitted = {component(w) for w in workloads("prod") if selects(peer["podSelector"], w["spec"]["template"]["metadata"]["labels"])}
+    assert admitted == set(SERVICES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_kafka_user_has_exactly_its_services_acls(service: str) -> None:
+    """The prod KafkaUser's ACLs are kafka_access.topic_acls for the topics the services compute."""
+    users = _kafka_users()
+    assert set(users) == set(SERVICES)
+    user = users[service]
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == _kafka()["metadata"]["name"]
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    authorization = user["spec"]["authorization"]
+    assert authorization["type"] == "simple"
+    granted: list[tuple[str, str, str]] = []
+    for acl in authorization["acls"]:
+        assert acl.get("type", "allow") == "allow" and acl.get("host", "*") == "*"
+        assert acl["resource"]["type"] == "topic"
+        granted += [(acl["resource"]["name"], acl["resource"].get("patternType", "literal"), op) for op in acl["operations"]]
+    cm = _settings_cm("prod")
+    assert cm["STREAMWISE_APP_SPEC"] == IMAGE_APP_SPEC  # the image's copy of APP_SPEC
+    topics = Topics.for_app(cm["STREAMWISE_TOPIC_PREFIX"], load_app_spec(APP_SPEC).name)
+    expected = {(acl.topic, "prefix" if acl.prefixed else "literal", acl.operation) for acl in topic_acls(service, topics)}
+    assert len(granted) == len(set(granted)), "an ACL listed twice"
+    assert set(granted) == expected
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_connects_to_kafka_as_its_own_user_over_tls(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = _kafka_users()[service]["metadata"]["name"]
+    spec = pod_spec(workload("prod", service))
+    container = streamwise_container("prod", service)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STREAMWISE_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["STREAMWISE_KAFKA__SASL_USERNAME"]["value"] == user, "Strimzi's SCRAM user name is the KafkaUser's"
+    assert env["STREAMWISE_KAFKA__SASL_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": user, "key": "password"}}
+    # The CA file is a file of the mounted cluster CA Secret (a whole-folder mount: it follows renewals).
+    cafile = PurePosixPath(env["STREAMWISE_KAFKA__SSL_CAFILE"]["value"])
+    [mount] = [m for m in container["volumeMounts"] if cafile.is_relative_to(m["mountPath"])]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    secret = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["secret"]
+    assert secret["secretName"] == f"{_kafka()['metadata']['name']}-cluster-ca-cert"
+    relative = cafile.relative_to(mount["mountPath"]).as_posix()
+    key = {i["path"]: i["key"] for i in secret["items"]}.get(relative) if "items" in secret else relative
+    assert key == "ca.crt"
+    # ... and the service's settings read it so: SCRAM-SHA-512 as the listener, its bootstrap, hostname checked.
+    real = {"signing-keys": "k2025:0123456789abcdef0123456789", "api-keys": "a-real-key",
+            "database-url": "postgresql+psycopg://streamwise:pw@db.internal:5432/streamwise",
+            "redis-url": "rediss://:pw@redis.internal:6379/0"}
+    kafka = settings_from_env(monkeypatch, SETTINGS_CLASSES[service], _expanded_env("prod", service, real)).kafka
+    assert kafka.encrypted and kafka.authenticated and kafka.ssl_check_hostname
+    assert kafka.sasl_mechanism.lower() == _services_listener()["authentication"]["type"]
+    assert kafka.sasl_username == user and str(kafka.ssl_cafile) == str(cafile)
+
+
+def test_the_migrate_init_container_gets_no_kafka_credentials() -> None:
+    """Migrations touch PostgreSQL only: no Kafka user, password or CA in the init container."""
+    migrate = streamwise_container("prod", "migrate")
+    assert "kafka" not in " ".join(migrate["command"]).lower()
+    # (nor in the shared ConfigMap, which it reads too: SASL_SSL without a user would not even start it)
+    security = [n for n in container_env_names("prod", migrate) if re.match(r"STREAMWISE_KAFKA__(SECURITY_PROTOCOL|SASL_|SSL_)", n)]
+    assert not security
+    assert [m["name"] for m in migrate["volumeMounts"]] == ["tmp"]
