@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,11 +11,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import BigInteger, Engine, Integer, create_engine, delete, event, func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from ..codec import ModelMeta
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, StreamwiseError
 from .roster import RosterRepository
 from .tables import AuditRow, ModelVersionRow
 
@@ -50,13 +50,34 @@ def _sqlite_wal(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def migrate(url: str) -> None:
-    """Bring the database at ``url`` to the newest schema."""
+class MigrationRefused(StreamwiseError):
+    """The database refused a migration to this role: only the registry's owner changes the schema."""
+
+
+def migrate(url: str, *, roles: Mapping[str, str] | None = None) -> None:
+    """Bring the database at ``url`` to the newest schema.
+
+    ``roles`` (service → PostgreSQL role; PostgreSQL only): also give each role exactly its rights
+    (``access.py``) in the migration's transaction, so the new schema and its rights commit
+    together. A service's own role finds the schema at head and changes nothing (it reads
+    ``alembic_version``); behind head, or on an empty database, it raises ``MigrationRefused``.
+    """
+    if roles and not url.startswith("postgresql"):
+        raise ValueError("roles and grants need PostgreSQL (the registry URL is not postgresql+psycopg://...)")
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # the config parser interpolates %: a URL-encoded password has them
+    cfg.attributes["grant_roles"] = dict(roles or {})
     make_engine(url).dispose()  # creates the SQLite folder if needed
-    command.upgrade(cfg, "head")
+    try:
+        command.upgrade(cfg, "head")
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise MigrationRefused(
+            f"the registry refused this role ({exc.orig}): a service's role only finds the schema at head; the owner "
+            "migrates it and grants the roles (`streamwise registry migrate --grant` with the owner's URL)"
+        ) from exc
 
 
 @dataclass(frozen=True)

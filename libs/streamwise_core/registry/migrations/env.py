@@ -1,8 +1,11 @@
-"""Alembic environment: runs migrations against ``sqlalchemy.url`` from the config."""
+"""Alembic environment: runs migrations against ``sqlalchemy.url`` from the config; with the
+attribute ``grant_roles`` (service → PostgreSQL role), grants each role its rights in the same
+transaction (``registry/grants.py``)."""
 
 from alembic import context
 from sqlalchemy import create_engine, text
 
+from streamwise_core.registry.grants import apply_grants
 from streamwise_core.registry.migrations_lock import MIGRATION_LOCK
 from streamwise_core.registry.tables import Base
 
@@ -11,6 +14,7 @@ config = context.config
 
 def run() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    roles = config.attributes.get("grant_roles")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
         with context.begin_transaction():
@@ -26,6 +30,10 @@ def run() -> None:
                 # Held until the transaction ends (PostgreSQL runs the whole upgrade in one).
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             context.run_migrations()
+            if roles:
+                # The new schema and its rights commit together: a service waiting on the lock
+                # never finds a table it may not use yet.
+                apply_grants(connection, roles)
     engine.dispose()
 
 
