@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwise_devstack.go_tools import _build_once, prometheus_module_version, staging_edits
+from streamwise_devstack.go_tools import _build_once, keep_plugins, prometheus_module_version, staging_edits
 
 GO_MOD = """module k8s.io/kubernetes
 
@@ -71,3 +71,17 @@ def test_prometheus_3_releases_are_their_module_versions() -> None:
     assert prometheus_module_version("3.10.2") == "v0.310.2"
     with pytest.raises(ValueError):
         prometheus_module_version("v2.53.0")
+
+
+def test_only_the_named_plugins_stay_registered(tmp_path: Path) -> None:
+    registry = tmp_path / "zplugin.go"
+    registry.write_text(
+        "package plugin\n\nimport (\n"
+        '\t// Include all plugins.\n\t_ "github.com/coredns/caddy/onevent"\n\t_ "github.com/coredns/coredns/plugin/azure"\n'
+        '\t_ "github.com/coredns/coredns/plugin/cache"\n\t_ "github.com/coredns/coredns/plugin/kubernetes"\n)\n'
+    )
+    keep_plugins(registry, ("cache", "kubernetes"))
+    assert registry.read_text() == (
+        "package plugin\n\nimport (\n\t// Include all plugins.\n"
+        '\t_ "github.com/coredns/coredns/plugin/cache"\n\t_ "github.com/coredns/coredns/plugin/kubernetes"\n)\n'
+    )
