@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -49,6 +51,19 @@ async def _described(bootstrap: str, topics: list[str]) -> dict[str, dict[str, t
     }
 
 
+async def _described_once(
+    bootstrap: str, topic: str, done: Callable[[dict[str, tuple[str, int]]], bool], deadline_s: float = 60.0,
+) -> dict[str, tuple[str, int]]:
+    """``topic``'s described configs once ``done`` holds for them (a hang guard of ``deadline_s``)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        described = (await _described(bootstrap, [topic]))[topic]
+        if done(described):
+            return described
+        assert time.monotonic() < deadline, f"{topic} never converged: {described}"
+        await asyncio.sleep(0.2)
+
+
 async def _create(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
@@ -79,8 +94,9 @@ async def test_an_existing_topic_converges(kafka_broker: KafkaBroker, caplog: py
         await ensure_app_topics(settings, timeout_s=30)
     assert [m for m in _logged(caplog, "streamwise_core.kafka") if events in m], "the change is logged"
     wanted = topic_configs(settings.topics, settings.topic_retention)[events]
-    described = (await _described(kafka_broker.bootstrap, [events]))[events]
-    assert {k: described[k][0] for k in wanted} == wanted
+    # The controller has accepted the change; each broker applies it from the metadata log a
+    # moment later, so DescribeConfigs may still answer the old values at first.
+    described = await _described_once(kafka_broker.bootstrap, events, lambda d: {k: d[k][0] for k in wanted} == wanted)
     assert described["max.message.bytes"] == ("2000000", DYNAMIC_TOPIC_CONFIG), "its other settings stay"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="streamwise_core.kafka"):
