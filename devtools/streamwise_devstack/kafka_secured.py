@@ -1,6 +1,7 @@
-"""A Kafka broker that speaks only SASL_SSL: TLS with a certificate of its own test CA, SCRAM-SHA-512
-users, and ACLs enforced (KRaft's ``StandardAuthorizer``), for the tests of the services' Kafka
-security settings.
+"""A Kafka broker that speaks only TLS with a certificate of its own test CA and authenticates every
+client, by a SCRAM-SHA-512 user (SASL_SSL) or, with ``mutual_tls``, by the client's certificate
+(SSL, the user is the certificate's CN); ACLs enforced (KRaft's ``StandardAuthorizer``). For the
+tests of the services' Kafka security settings.
 
 Each user is created when the storage is formatted; ``grant`` gives a user the ACLs of one service
 (:mod:`streamwise_core.kafka_access`) through Kafka's own ``AclCommand``. ``settings(user)`` is
@@ -41,9 +42,11 @@ def _openssl(*args: str, cwd: Path) -> None:
 class SecuredKafkaBroker(KafkaBroker):
     """``SecuredKafkaBroker(dir, users=["ingest", ...])``: every user gets a random password."""
 
-    def __init__(self, data_dir: Path, *, users: list[str], **kwargs: Any) -> None:
+    def __init__(self, data_dir: Path, *, users: list[str], mutual_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(data_dir, **kwargs)
         self.passwords = {name: secrets.token_urlsafe(18) for name in [ADMIN, *users]}
+        self.mutual_tls = mutual_tls
+        self.listener = "SSL" if mutual_tls else "SASL_SSL"
         self.tls = self.data_dir / "tls"
 
     @property
@@ -54,6 +57,10 @@ class SecuredKafkaBroker(KafkaBroker):
         """The settings of a client of ``user`` (``None``: TLS without SASL, which the broker refuses)."""
         if user is None:
             return KafkaSettings(bootstrap=self.bootstrap, security_protocol="SSL", ssl_cafile=self.ca_file)
+        if self.mutual_tls:
+            cert, key = self.client_certificate(user)
+            return KafkaSettings(bootstrap=self.bootstrap, security_protocol="SSL", ssl_cafile=self.ca_file,
+                                 ssl_certfile=cert, ssl_keyfile=key)
         return KafkaSettings(
             bootstrap=self.bootstrap, security_protocol="SASL_SSL", sasl_mechanism=MECHANISM, sasl_username=user,
             sasl_password=SecretStr(password if password is not None else self.passwords[user]), ssl_cafile=self.ca_file,
@@ -66,6 +73,16 @@ class SecuredKafkaBroker(KafkaBroker):
             "STREAMWISE_KAFKA__SASL_MECHANISM": MECHANISM, "STREAMWISE_KAFKA__SASL_USERNAME": user,
             "STREAMWISE_KAFKA__SASL_PASSWORD": self.passwords[user], "STREAMWISE_KAFKA__SSL_CAFILE": str(self.ca_file),
         }
+
+    def client_certificate(self, user: str) -> tuple[Path, Path]:
+        """A client certificate (CN=``user``) of the test CA and its key, made once."""
+        cert, key = self.tls / f"client-{user}.crt", self.tls / f"client-{user}.key"
+        if not cert.is_file():
+            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={user}", "-keyout", key.name,
+                     "-out", f"client-{user}.csr", cwd=self.tls)
+            _openssl("x509", "-req", "-in", f"client-{user}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-days", "2", "-out", cert.name, cwd=self.tls)
+        return cert, key
 
     def _certificates(self) -> None:
         if (self.tls / "broker.pem").is_file():
@@ -83,25 +100,32 @@ class SecuredKafkaBroker(KafkaBroker):
     def config(self) -> dict[str, str]:
         settings = super().config()
         jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{self.passwords[ADMIN]}";'
+        listener = self.listener
         settings.update({
-            "listeners": f"SASL_SSL://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"SASL_SSL://{self.host}:{self.port}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
-            "sasl.enabled.mechanisms": MECHANISM,
-            "sasl.mechanism.inter.broker.protocol": MECHANISM,
-            f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config": jaas,
+            "listeners": f"{listener}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"{listener}://{self.host}:{self.port}",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{listener}:{listener}",
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(self.tls / "broker.pem"),
             "ssl.truststore.type": "PEM",
             "ssl.truststore.location": str(self.ca_file),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             # The controller listener (loopback, in-process quorum) is plaintext: its principal is
-            # ANONYMOUS, which the broker's own controller requests need.
-            "super.users": f"User:{ADMIN};User:ANONYMOUS",
+            # ANONYMOUS, which the broker's own controller requests need. With mutual TLS the broker
+            # talks to itself with its own certificate (CN=kafka).
+            "super.users": f"User:{ADMIN};User:ANONYMOUS;User:kafka",
             "allow.everyone.if.no.acl.found": "false",
             "auto.create.topics.enable": "false",
         })
+        if self.mutual_tls:
+            settings.update({"ssl.client.auth": "required", "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT"})
+        else:
+            settings.update({
+                "sasl.enabled.mechanisms": MECHANISM,
+                "sasl.mechanism.inter.broker.protocol": MECHANISM,
+                f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config": jaas,
+            })
         return settings
 
     def _format_args(self) -> list[str]:
@@ -126,13 +150,18 @@ class SecuredKafkaBroker(KafkaBroker):
         for topic, operations in by_topic.items():
             by_operations[frozenset(operations)].append(topic)
         config = self.tls / "admin.properties"
-        config.write_text(
-            "security.protocol=SASL_SSL\n"
-            f"sasl.mechanism={MECHANISM}\n"
-            f'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
-            f'password="{self.passwords[ADMIN]}";\n'
-            f"ssl.truststore.type=PEM\nssl.truststore.location={self.ca_file}\n"
-        )
+        if self.mutual_tls:
+            cert, key = self.client_certificate(ADMIN)
+            admin_pem = self.tls / "admin.pem"
+            admin_pem.write_text(key.read_text() + cert.read_text())
+            login = f"security.protocol=SSL\nssl.keystore.type=PEM\nssl.keystore.location={admin_pem}\n"
+        else:
+            login = (
+                f"security.protocol=SASL_SSL\nsasl.mechanism={MECHANISM}\n"
+                f'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
+                f'password="{self.passwords[ADMIN]}";\n'
+            )
+        config.write_text(login + f"ssl.truststore.type=PEM\nssl.truststore.location={self.ca_file}\n")
         java, libs = ensure_java(), ensure_kafka_jars(self.version, tools=True)
         for operations, names in by_operations.items():
             argv = self._java_argv(java, libs, "org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,

@@ -107,3 +107,27 @@ def test_a_client_without_valid_credentials_is_refused(broker: SecuredKafkaBroke
     }[client]
     with pytest.raises((KafkaError, OSError, asyncio.TimeoutError)):
         asyncio.run(asyncio.wait_for(_write(kafka, TOPICS.events), 60))
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafkaBroker]:
+    """Mutual TLS: the user is the CN of the client's certificate, no SASL."""
+    with SecuredKafkaBroker(tmp_path_factory.mktemp("kafka-mtls"), users=["ingest", "predictor", "trainer"], mutual_tls=True) as secured:
+        for service in ("ingest", "predictor", "trainer"):
+            secured.grant(service, service, TOPICS)
+        asyncio.run(ensure_topics(secured.settings("trainer"), TOPICS.all(), timeout_s=60))
+        yield secured
+
+
+def test_with_mutual_tls_the_certificate_is_the_user(mtls_broker: SecuredKafkaBroker) -> None:
+    ingest = mtls_broker.settings("ingest")
+    assert ingest.security_protocol == "SSL" and ingest.ssl_certfile is not None and ingest.authenticated
+    asyncio.run(_write(ingest, TOPICS.events))
+    assert asyncio.run(_read_one(mtls_broker.settings("trainer"), TOPICS.events)) == b"{}"
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(_write(mtls_broker.settings("predictor"), TOPICS.events))
+
+
+def test_with_mutual_tls_a_client_without_a_certificate_is_refused(mtls_broker: SecuredKafkaBroker) -> None:
+    with pytest.raises((KafkaError, OSError, asyncio.TimeoutError)):
+        asyncio.run(asyncio.wait_for(_write(mtls_broker.settings(None), TOPICS.events), 60))
