@@ -18,6 +18,8 @@ from kubernetes_validate.utils import latest_version
 from streamwise_core.settings import DEV_API_KEY, DEV_SIGNING_KEY, Settings, Topics
 from streamwise_core.appspec import load_app_spec
 from streamwise_core.kafka_access import topic_acls
+from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
+from streamwise_core.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
 
 from . import strimzi_schemas
 from .netpol import Endpoint, flows, selects
@@ -54,7 +56,36 @@ pytestmark = pytest.mark.deploy
 NAME = {"app.kubernetes.io/name": "streamwise"}
 NAMESPACES = {"dev": "streamwise-dev", "prod": "streamwise"}
 SECRET_KEYS = {"signing-keys", "api-keys", "database-url", "redis-url"}
-"""What the base reads from the Secret `streamwise-secrets` (prod: the Secret you create)."""
+"""What the base reads from the Secret `streamwise-secrets` (dev: generated, shared by all services)."""
+OWNER_KEY = "database-url-owner"
+"""prod: the registry owner's URL, for the web app's init container ``migrate`` only."""
+REGISTRY_ROLES = {"trainer": "streamwise_trainer", "webapp": "streamwise_webapp"}
+"""prod: the fixed PostgreSQL role names `migrate` grants (deploy/README.md)."""
+
+
+def _prod_secret_keys(name: str) -> set[str]:
+    """The keys of `streamwise-secrets` a prod container needs: each service its own Redis user
+    (``redis_access``) and registry role (``registry/access.py``), none for what it does not use."""
+    keys = {"signing-keys", "api-keys"}  # production refuses the development ones (a Settings validator)
+    if name == "migrate":
+        return keys | {OWNER_KEY}
+    if name in REDIS_OPERATIONS:
+        keys.add(f"redis-url-{name}")
+    if REGISTRY_ACCESS[name].connects:
+        keys.add(f"database-url-{name}")
+    return keys
+
+
+PROD_SECRET_KEYS = set().union(*(_prod_secret_keys(n) for n in (*SERVICES, "migrate")))
+"""What prod reads from the Secret `streamwise-secrets` you create."""
+PROD_SECRETS = {
+    "signing-keys": "k2025:0123456789abcdef0123456789", "api-keys": "a-real-key",
+    OWNER_KEY: "postgresql+psycopg://streamwise_owner:pw@db.internal:5432/streamwise?sslmode=verify-full",
+    **{f"database-url-{s}": f"postgresql+psycopg://{r}:pw@db.internal:5432/streamwise?sslmode=verify-full"
+       for s, r in REGISTRY_ROLES.items()},
+    **{f"redis-url-{s}": f"rediss://{s}:pw@redis.internal:6379/0" for s in REDIS_OPERATIONS},
+}
+"""Made-up production values of every prod key."""
 STREAMWISE_CONTAINERS = (*SERVICES, "migrate")
 """Every container of ours: the four services and the web app's init container ``migrate``."""
 STRIMZI_KINDS = strimzi_schemas.kinds()
@@ -150,7 +181,10 @@ def test_every_variable_is_a_setting_of_that_service(overlay: str, name: str) ->
     unknown = sorted(set(names) - valid)
     assert not unknown, f"{name}: not settings of {SETTINGS_CLASSES[name].__name__}: {unknown}"
     # every service needs the secrets that the production check looks at
-    assert {"STREAMWISE_SIGNING_KEYS", "STREAMWISE_API_KEYS", "STREAMWISE_DATABASE_URL"} <= set(names)
+    assert {"STREAMWISE_SIGNING_KEYS", "STREAMWISE_API_KEYS"} <= set(names)
+    # ... and a database URL where it has one (prod: only the services with a registry role)
+    uses_registry = overlay == "dev" or name == "migrate" or REGISTRY_ACCESS[name].connects
+    assert ("STREAMWISE_DATABASE_URL" in names) == uses_registry, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -176,7 +210,7 @@ def test_references_resolve(overlay: str) -> None:
                         # User Operator for a KafkaUser (key `password`), not by kustomize
                         optional = ref["secretKeyRef"].get("optional") is True  # e.g. the web app's first admin
                         kafka_user = name in _kafka_user_names() and key == "password"
-                        assert (name == "streamwise-secrets" and (key in SECRET_KEYS or optional)) or kafka_user, f"{name}/{key}"
+                        assert (name == "streamwise-secrets" and (key in PROD_SECRET_KEYS or optional)) or kafka_user, f"{name}/{key}"
                     else:
                         assert key in one(overlay, "Secret", name)["data"], f"{w['metadata']['name']}: {name}/{key}"
         for volume in spec.get("volumes", []):
@@ -225,9 +259,7 @@ def _dev_secrets() -> dict[str, str]:
 def test_settings_accept_the_environment(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     dev = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], _expanded_env("dev", name, _dev_secrets()))
     assert dev.environment == "development" and str(dev.app_spec) == IMAGE_APP_SPEC
-    real = {"signing-keys": "k2025:0123456789abcdef0123456789", "api-keys": "a-real-key",
-            "database-url": "postgresql+psycopg://streamwise:pw@db.internal:5432/streamwise",
-            "redis-url": "rediss://:pw@redis.internal:6379/0"}
+    real = PROD_SECRETS
     prod = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], _expanded_env("prod", name, real))
     assert prod.environment == "production"
     # the services reach Kafka as their own user over TLS; `migrate` does not use Kafka
@@ -327,12 +359,52 @@ def test_serving_pods_drain_before_they_stop(overlay: str, name: str) -> None:
 
 def test_migrations_run_in_the_web_apps_init_container_as_in_compose() -> None:
     """No Job (a Job's pod template cannot change, so a second apply with a new image failed): the
-    web app's pods migrate first; the trainer migrates at start; an advisory lock orders them."""
+    web app's pods migrate first; the trainer migrates at start; an advisory lock orders them.
+    dev migrates as compose does; prod also grants the services' roles (the next test)."""
     for overlay in OVERLAYS:
         assert not objects(overlay, "Job"), overlay
         [init] = pod_spec(workload(overlay, "webapp"))["initContainers"]
         assert init["name"] == "migrate" and init["image"] == pod_spec(workload(overlay, "webapp"))["containers"][0]["image"]
-        assert init["command"] == compose_command(load_compose()["services"]["migrate"])
+    assert streamwise_container("dev", "migrate")["command"] == compose_command(load_compose()["services"]["migrate"])
+
+
+def _secret_keys(overlay: str, container: dict[str, Any]) -> set[str]:
+    return {
+        var["valueFrom"]["secretKeyRef"]["key"]
+        for var in container.get("env", [])
+        if var.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "streamwise-secrets"
+        and not var["valueFrom"]["secretKeyRef"].get("optional")
+    }
+
+
+@pytest.mark.parametrize("name", STREAMWISE_CONTAINERS)
+def test_prod_containers_read_exactly_their_services_credentials(name: str) -> None:
+    """Each service its own Redis user and registry role, nothing for what it does not use (ingest:
+    no Redis, no registry; the predictor: no registry); only `migrate` has the owner's URL."""
+    container = streamwise_container("prod", name)
+    assert _secret_keys("prod", container) == _prod_secret_keys(name)
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert ("STREAMWISE_REDIS_URL" in env) == (name in REDIS_OPERATIONS)
+    assert ("STREAMWISE_DATABASE_URL" in env) == (name == "migrate" or REGISTRY_ACCESS[name].connects)
+    assert not any(src.get("secretRef") for src in container.get("envFrom", [])), "no whole Secret as variables"
+
+
+def test_prod_migrate_runs_the_migration_and_the_grant_as_the_owner() -> None:
+    """The owner migrates and grants each registry service's role its rights in one transaction
+    (``streamwise registry migrate --grant``, the image's CLI), with the role names of the README."""
+    migrate = streamwise_container("prod", "migrate")
+    env = {e["name"]: e for e in migrate["env"]}
+    assert env["STREAMWISE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "streamwise-secrets", "key": OWNER_KEY}
+    command = migrate["command"]
+    assert command[:5] == ["python", "-m", "streamwise_devstack.cli", "registry", "migrate"] and "--grant" in command
+    roles = dict(command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "--role")
+    assert roles == REGISTRY_ROLES
+    assert set(roles) == {s for s, a in REGISTRY_ACCESS.items() if a.connects}, "every service with registry rights"
+    readme = (K8S.parent / "README.md").read_text()
+    assert all(f"`{role}`" in readme for role in roles.values()), "the role names are documented"
+    # no other container runs as the owner
+    for name in SERVICES:
+        assert OWNER_KEY not in _secret_keys("prod", streamwise_container("prod", name)), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -630,10 +702,7 @@ def test_each_service_connects_to_kafka_as_its_own_user_over_tls(service: str, m
     key = {i["path"]: i["key"] for i in secret["items"]}.get(relative) if "items" in secret else relative
     assert key == "ca.crt"
     # ... and the service's settings read it so: SCRAM-SHA-512 as the listener, its bootstrap, hostname checked.
-    real = {"signing-keys": "k2025:0123456789abcdef0123456789", "api-keys": "a-real-key",
-            "database-url": "postgresql+psycopg://streamwise:pw@db.internal:5432/streamwise",
-            "redis-url": "rediss://:pw@redis.internal:6379/0"}
-    kafka = settings_from_env(monkeypatch, SETTINGS_CLASSES[service], _expanded_env("prod", service, real)).kafka
+    kafka = settings_from_env(monkeypatch, SETTINGS_CLASSES[service], _expanded_env("prod", service, PROD_SECRETS)).kafka
     assert kafka.encrypted and kafka.authenticated and kafka.ssl_check_hostname
     assert kafka.sasl_mechanism.lower() == _services_listener()["authentication"]["type"]
     assert kafka.sasl_username == user and str(kafka.ssl_cafile) == str(cafile)
