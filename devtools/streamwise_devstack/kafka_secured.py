@@ -24,19 +24,13 @@ from streamwise_core.kafka_access import topic_acls
 from streamwise_core.settings import KafkaSettings, Topics
 
 from .kafka import KafkaBroker, ensure_java, ensure_kafka_jars
-from .packages import ensure_debian_packages
-from .process import run_checked
+from .test_ca import TestCA
 from .topics import wait_for_kafka
 
 __all__ = ["ADMIN", "SecuredKafkaBroker"]
 
 ADMIN = "admin"
 MECHANISM = "SCRAM-SHA-512"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = ensure_debian_packages({"openssl": "openssl"})["openssl"]
-    run_checked([openssl, *args], cwd=cwd, timeout=60)
 
 
 class SecuredKafkaBroker(KafkaBroker):
@@ -48,6 +42,7 @@ class SecuredKafkaBroker(KafkaBroker):
         self.mutual_tls = mutual_tls
         self.listener = "SSL" if mutual_tls else "SASL_SSL"
         self.tls = self.data_dir / "tls"
+        self._ca = TestCA(self.tls, "streamwise-test-kafka-ca")
 
     @property
     def ca_file(self) -> Path:
@@ -76,26 +71,12 @@ class SecuredKafkaBroker(KafkaBroker):
 
     def client_certificate(self, user: str) -> tuple[Path, Path]:
         """A client certificate (CN=``user``) of the test CA and its key, made once."""
-        cert, key = self.tls / f"client-{user}.crt", self.tls / f"client-{user}.key"
-        if not cert.is_file():
-            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={user}", "-keyout", key.name,
-                     "-out", f"client-{user}.csr", cwd=self.tls)
-            _openssl("x509", "-req", "-in", f"client-{user}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                     "-days", "2", "-out", cert.name, cwd=self.tls)
-        return cert, key
+        return self._ca.issue(f"client-{user}", user)
 
     def _certificates(self) -> None:
-        if (self.tls / "broker.pem").is_file():
-            return
-        self.tls.mkdir(parents=True, exist_ok=True)
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamwise-test-kafka-ca",
-                 "-keyout", "ca.key", "-out", "ca.crt", cwd=self.tls)
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kafka", "-keyout", "broker.key", "-out", "broker.csr", cwd=self.tls)
-        (self.tls / "san.ext").write_text(f"subjectAltName=IP:{self.host},DNS:localhost\n")
-        _openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                 "-extfile", "san.ext", "-out", "broker.crt", cwd=self.tls)
+        cert, key = self._ca.issue("broker", "kafka", sans=f"IP:{self.host},DNS:localhost")
         # Kafka's PEM key store: the (PKCS#8) private key, then the certificate.
-        (self.tls / "broker.pem").write_text((self.tls / "broker.key").read_text() + (self.tls / "broker.crt").read_text())
+        (self.tls / "broker.pem").write_text(key.read_text() + cert.read_text())
 
     def config(self) -> dict[str, str]:
         settings = super().config()

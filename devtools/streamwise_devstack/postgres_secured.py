@@ -23,20 +23,14 @@ from psycopg import sql
 
 from streamwise_core.registry.access import SERVICE_ACCESS
 
-from .packages import ensure_debian_packages
 from .postgres_server import SUPERUSER, PostgresServer
-from .process import run_checked
+from .test_ca import TestCA
 
 __all__ = ["OWNER", "SecuredPostgresServer"]
 
 OWNER = "streamwise_owner"
 PASSWORD_PUNCTUATION = "%@:/?#&+= ~"
 """Every password ends with these: a URL carries them only if encoded, a config parser's ``%`` too."""
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = ensure_debian_packages({"openssl": "openssl"})["openssl"]
-    run_checked([openssl, *args], cwd=cwd, timeout=60)
 
 
 class SecuredPostgresServer(PostgresServer):
@@ -97,17 +91,9 @@ class SecuredPostgresServer(PostgresServer):
 
     # -- the server ----------------------------------------------------------------------
     def _certificates(self) -> None:
-        if (self.tls / "server.crt").is_file():
-            return
-        self.tls.mkdir(parents=True, exist_ok=True)
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamwise-test-postgres-ca",
-                 "-keyout", "ca.key", "-out", "ca.crt", cwd=self.tls)
-        (self.tls / "san.ext").write_text(f"subjectAltName=IP:{self.host},DNS:localhost\n")
-        for name, subject, extra in (("server", self.host, ("-extfile", "san.ext")), ("client", "streamwise-test-client", ())):
-            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={subject}",
-                     "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=self.tls)
-            _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                     "-days", "2", *extra, "-out", f"{name}.crt", cwd=self.tls)
+        ca = TestCA(self.tls, "streamwise-test-postgres-ca")
+        ca.issue("server", self.host, sans=f"IP:{self.host},DNS:localhost")
+        ca.issue("client", "streamwise-test-client")
         self.client_key.chmod(0o600)  # libpq refuses a key others may read
 
     def _server_file(self, pgdata: Path, name: str, content: bytes) -> None:

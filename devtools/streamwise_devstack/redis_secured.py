@@ -19,18 +19,12 @@ import redis
 
 from streamwise_core.redis_access import SERVICE_OPERATIONS, acl_rules
 
-from .packages import ensure_debian_packages
-from .process import run_checked
 from .redis_server import RedisServer
+from .test_ca import TestCA
 
 __all__ = ["ADMIN", "SecuredRedisServer"]
 
 ADMIN = "admin"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = ensure_debian_packages({"openssl": "openssl"})["openssl"]
-    run_checked([openssl, *args], cwd=cwd, timeout=60)
 
 
 class SecuredRedisServer(RedisServer):
@@ -84,17 +78,9 @@ class SecuredRedisServer(RedisServer):
         return {"STREAMWISE_REDIS_URL": self.url_of(user)}
 
     def _certificates(self) -> None:
-        if (self.tls / "server.crt").is_file():
-            return
-        self.tls.mkdir(parents=True, exist_ok=True)
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamwise-test-redis-ca",
-                 "-keyout", "ca.key", "-out", "ca.crt", cwd=self.tls)
-        (self.tls / "san.ext").write_text(f"subjectAltName=IP:{self.host},DNS:localhost\n")
-        for name, extra in (("server", ("-extfile", "san.ext")), ("client", ())):
-            _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=streamwise-test-redis-{name}",
-                     "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=self.tls)
-            _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                     "-days", "2", *extra, "-out", f"{name}.crt", cwd=self.tls)
+        ca = TestCA(self.tls, "streamwise-test-redis-ca")
+        ca.issue("server", "streamwise-test-redis-server", sans=f"IP:{self.host},DNS:localhost")
+        ca.issue("client", "streamwise-test-redis-client")
 
     @property
     def _acl_file(self) -> Path:
