@@ -19,7 +19,7 @@ from rich.table import Table
 
 from streamwise_webapp.users_cli import users as users_cli
 
-from . import models_cli, registry_cli
+from . import models_cli, redis_cli, registry_cli
 from .deploy_tools import images as images_cli
 from .accounts import DEMO_ACCOUNTS, ensure_demo_accounts
 from .browser import CHROMIUM_PACKAGES
@@ -38,6 +38,7 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 cli.add_typer(models_cli.models, name="models", help="Model lifecycle: list, versions, show, promote, rollback, audit.")
 cli.add_typer(users_cli, name="users", help="People and API keys of the web app: add, list, set, key-add, key-revoke.")
 cli.add_typer(registry_cli.registry, name="registry", help="The SQL registry as its owner: migrate, grant each service's role its rights.")
+cli.add_typer(redis_cli.redis, name="redis", help="Redis ACL users of the services: acl.")
 cli.add_typer(images_cli, name="images", help="Images and tools to run compose and Kubernetes without an image registry.")
 console = Console()
 

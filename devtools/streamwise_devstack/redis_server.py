@@ -38,11 +38,14 @@ class RedisServer(LocalServer):
         *,
         port: int | None = None,
         appendonly: bool = False,
+        acl_file: Path | None = None,
         start_timeout: float = 20.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.acl_file = acl_file
+        """Users and their rules (``--aclfile``); its ``default`` user must be allowed PING."""
         self.start_timeout = start_timeout
         self.log_path = self.data_dir / "redis.log"
         self._process: ManagedProcess | None = None
@@ -63,13 +66,17 @@ class RedisServer(LocalServer):
             "--dir", str(self.data_dir),
             "--daemonize", "no",
             "--logfile", "",
+            *(["--aclfile", str(self.acl_file)] if self.acl_file else []),
         ]
 
     def _ping(self) -> bool:
+        """Whether the server answers; a refusal (a ``default`` user behind a password) is an answer."""
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1.0,
                              socket_connect_timeout=1.0)
         try:
             return bool(client.ping())
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+            return True
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return False
         finally:

@@ -7,6 +7,7 @@ that owns the tables, never a service's.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -16,9 +17,9 @@ from sqlalchemy import create_engine
 
 from streamwise_core.registry import migrate as migrate_registry
 from streamwise_core.registry.access import DEFAULT_ROLES, PRIVILEGES, SERVICE_ACCESS, grant_statements
-from streamwise_core.registry.grants import GrantsNotExact, grant as grant_roles, read_schema, role_problems
+from streamwise_core.registry.grants import GrantsNotExact, ensure_login_roles, grant as grant_roles, read_schema, role_problems
 from streamwise_core.registry.repository import MigrationRefused
-from streamwise_core.settings import Settings
+from streamwise_core.settings import MigrationSettings
 
 registry = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -30,8 +31,28 @@ RoleOpt = Annotated[list[str] | None, typer.Option(
 )]
 
 
+LoginOpt = Annotated[list[str] | None, typer.Option(
+    "--login", help="SERVICE=VARIABLE, repeatable: create the service's role if missing (LOGIN only) and set its "
+    "password to the environment variable VARIABLE's value, before migrating (needs an owner that may create roles).",
+)]
+
+
 def _url(given: str | None) -> str:
-    return given or Settings().database_url
+    return given or MigrationSettings().database_url
+
+
+def _logins(given: list[str] | None, roles: dict[str, str]) -> dict[str, str]:
+    """Role → password, from SERVICE=VARIABLE items (the password never on the command line)."""
+    passwords = {}
+    for item in given or []:
+        service, sep, variable = item.partition("=")
+        if not sep or service not in roles:
+            raise typer.BadParameter(f"{item!r}: expected SERVICE=VARIABLE with SERVICE one of {', '.join(roles)}")
+        value = os.environ.get(variable, "")
+        if not value:
+            raise typer.BadParameter(f"{item!r}: the environment variable {variable} is empty or unset")
+        passwords[roles[service]] = value
+    return passwords
 
 
 def _roles(given: list[str] | None) -> dict[str, str]:
@@ -66,10 +87,15 @@ def migrate(
     database_url: UrlOpt = None,
     grant: Annotated[bool, typer.Option("--grant", help="Also grant each service's role its rights, in the same transaction.")] = False,
     role: RoleOpt = None,
+    login: LoginOpt = None,
 ) -> None:
     """Bring the registry to the newest schema (as its owner); with --grant or --role, grant the roles too."""
-    roles = _roles(role) if grant or role else None
+    roles = _roles(role) if grant or role or login else None
+    passwords = _logins(login, roles or {})
     try:
+        if passwords:
+            created = ensure_login_roles(_url(database_url), passwords)
+            typer.echo(f"roles {', '.join(sorted(passwords))}: " + (f"created {', '.join(created)}" if created else "passwords set"))
         migrate_registry(_url(database_url), roles=roles)
     except (GrantsNotExact, MigrationRefused, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,8 +19,11 @@ from .topic_config import TopicRetention
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
-DEV_DATABASE_PASSWORD = "streamwise-dev-password"
-"""The PostgreSQL password of docker-compose.yml and the dev overlay unless one is given."""
+DEV_PASSWORD_MARK = "streamwise-dev-"
+"""Every development password of docker-compose.yml and the dev overlay starts with this: the
+owner's and each service's PostgreSQL and Redis password. Production refuses any of them."""
+DEV_DATABASE_PASSWORD = DEV_PASSWORD_MARK + "password"
+"""The PostgreSQL owner's password of docker-compose.yml and the dev overlay unless one is given."""
 
 
 def _url_password(url: str) -> str | None:
@@ -27,6 +31,29 @@ def _url_password(url: str) -> str | None:
         return make_url(url).password  # type: ignore[no-any-return]
     except ArgumentError:
         return None
+
+
+def _is_dev_password(password: str | None) -> bool:
+    return password is not None and password.startswith(DEV_PASSWORD_MARK)
+
+
+def _redis_guarded(url: str) -> bool:
+    """A password (with or without a user) or a client certificate (``ssl_certfile``)."""
+    parts = urlsplit(url)
+    return bool(parts.password) or "ssl_certfile" in parse_qs(parts.query)
+
+
+def _database_guarded(url: str) -> bool:
+    """SQLite is a file, not a link; PostgreSQL needs a password, a client certificate (``sslcert``)
+    or a Unix socket (the server's own peer authentication)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if not parsed.drivername.startswith("postgresql"):
+        return True
+    host = parsed.query.get("host") or parsed.host or ""
+    return bool(parsed.password) or "sslcert" in parsed.query or str(host).startswith("/")
 
 
 class KafkaSettings(BaseModel):
@@ -108,13 +135,33 @@ class Settings(BaseSettings):
             raise ValueError("topic_prefix may hold letters, digits, '-' and '_' only")
         return value
 
+    links: ClassVar[frozenset[Literal["kafka", "redis", "database"]]] = frozenset({"kafka", "redis", "database"})
+    """The backing services this service talks to; a service's subclass names fewer."""
+
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            found = self.development_secrets()
+            found = self.development_secrets() + self.open_links()
             if found:
-                raise ValueError("development secrets are not allowed in production: " + "; ".join(found))
+                raise ValueError("not allowed in production: " + "; ".join(found))
         return self
+
+    def open_links(self) -> list[str]:
+        """Each link to Kafka, Redis or PostgreSQL that these settings configure without a guard.
+
+        Only links the environment sets and the service uses are judged. Kafka's security protocol
+        must be chosen, not left at its default: ``SASL_SSL``, or ``PLAINTEXT`` said explicitly for a
+        broker on a private network (compose). Redis and PostgreSQL need a password or a client
+        certificate."""
+        found = []
+        if "kafka" in self.links and "kafka" in self.model_fields_set and "security_protocol" not in self.kafka.model_fields_set:
+            found.append("Kafka without a chosen security protocol (set STREAMWISE_KAFKA__SECURITY_PROTOCOL: "
+                         "SASL_SSL, or PLAINTEXT on a private network)")
+        if "redis" in self.links and "redis_url" in self.model_fields_set and not _redis_guarded(self.redis_url):
+            found.append("Redis without a password (give STREAMWISE_REDIS_URL a user and password)")
+        if "database" in self.links and "database_url" in self.model_fields_set and not _database_guarded(self.database_url):
+            found.append("PostgreSQL without a password (give STREAMWISE_DATABASE_URL one, or sslcert)")
+        return found
 
     def development_secrets(self) -> list[str]:
         """Each development secret these settings hold, with the variable that replaces it."""
@@ -125,8 +172,10 @@ class Settings(BaseSettings):
             found.append("the development signing key (set STREAMWISE_SIGNING_KEYS)")
         if DEV_API_KEY in self.api_key_list:
             found.append("the development API key (set STREAMWISE_API_KEYS)")
-        if _url_password(self.database_url) == DEV_DATABASE_PASSWORD:
-            found.append("the development database password (set POSTGRES_PASSWORD, or STREAMWISE_DATABASE_URL)")
+        if _is_dev_password(_url_password(self.database_url)):
+            found.append("a development database password (set POSTGRES_PASSWORD, or STREAMWISE_DATABASE_URL)")
+        if _is_dev_password(urlsplit(self.redis_url).password):
+            found.append("a development Redis password (set STREAMWISE_REDIS_URL)")
         return found
 
     @property
@@ -151,6 +200,12 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics.for_app(self.topic_prefix, self.spec.name)
+
+
+class MigrationSettings(Settings):
+    """The registry's owner migrating it, a one-shot step: it uses the database only."""
+
+    links: ClassVar[frozenset[Literal["kafka", "redis", "database"]]] = frozenset({"database"})
 
 
 class Topics(BaseModel):

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from streamwise_core.settings import Settings
+from streamwise_core.settings import MigrationSettings, Settings
 from streamwise_devstack.suite import ServiceSpec, service_specs
 from streamwise_ingest.settings import IngestSettings
 from streamwise_predictor.settings import PredictorSettings
@@ -42,8 +42,8 @@ SETTINGS_CLASSES: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "predictor": PredictorSettings,
     "webapp": WebappSettings,
-    # one-shot steps (migrations, topics) read the shared settings only
-    "migrate": Settings,
+    # one-shot steps: migrations use the database only, topics the shared settings
+    "migrate": MigrationSettings,
     "topics": Settings,
 }
 

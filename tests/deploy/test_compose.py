@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,10 +12,14 @@ import pytest
 import typer.main
 import yaml
 
-from streamwise_devstack import demo_stream
+from streamwise_core.appspec import load_app_spec
+from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS, acl_rules
+from streamwise_core.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
+from streamwise_devstack import demo_stream, redis_cli, registry_cli
 
 from .support import (
     ROOT,
+    APP_SPEC,
     COMPOSE_FILE,
     IMAGE_APP_SPEC,
     SERVICES,
@@ -86,6 +91,8 @@ def test_backing_services(compose: dict) -> None:
     assert redis["image"] == "redis:7"
     assert redis["command"][:1] == ["redis-server"] and "--appendonly" in redis["command"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    acl = redis["command"][redis["command"].index("--aclfile") + 1]
+    assert redis["configs"] == [{"source": "redis-users", "target": acl}]
     assert postgres["image"] == "postgres:16"
     penv = compose_environment(postgres)
     assert penv["POSTGRES_DB"] == "streamwise" and penv["POSTGRES_USER"] == "streamwise"
@@ -108,43 +115,99 @@ def test_command_and_port_are_service_specs(compose: dict, name: str) -> None:
         assert env[key] == value, f"{name}: {key}"
 
 
+def _login_variables(service: dict) -> set[str]:
+    """The environment variables ``registry migrate --login SERVICE=VARIABLE`` reads passwords from."""
+    argv = compose_command(service)
+    return {argv[i + 1].split("=", 1)[1] for i, arg in enumerate(argv) if arg == "--login"}
+
+
 @pytest.mark.parametrize("name", [*SERVICES, *ONE_SHOT])
 def test_every_variable_is_a_setting_of_that_service(compose: dict, name: str) -> None:
     env = compose_environment(compose["services"][name])
-    valid = settings_env_names(SETTINGS_CLASSES[name])
+    valid = settings_env_names(SETTINGS_CLASSES[name]) | _login_variables(compose["services"][name])
     unknown = sorted(set(env) - valid)
     assert not unknown, f"{name}: not settings of {SETTINGS_CLASSES[name].__name__}: {unknown}"
 
 
+REDIS_USERS = {"trainer": "streamwise_trainer", "predictor": "streamwise_predictor", "webapp": "streamwise_webapp"}
+DATABASE_ROLES = {"trainer": "streamwise_trainer", "webapp": "streamwise_webapp", "migrate": "streamwise"}
+
+
 @pytest.mark.parametrize("name", [*SERVICES, *ONE_SHOT])
-def test_environment_reaches_the_backing_services(compose: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_service_reaches_only_what_it_uses_as_its_own_user(compose: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka for all; Redis as the service's ACL user and PostgreSQL as its role, only where the
+    service uses them (redis_access.SERVICE_OPERATIONS, registry/access.SERVICE_ACCESS)."""
     env = compose_environment(compose["services"][name])
     postgres = compose_environment(compose["services"]["postgres"])
     assert env["STREAMWISE_KAFKA__BOOTSTRAP"] == "kafka:9092"
+    assert env["STREAMWISE_KAFKA__SECURITY_PROTOCOL"] == "PLAINTEXT", "chosen explicitly (production refuses a default)"
     assert env["STREAMWISE_KAFKA__IDEMPOTENCE"] == "true"
-    assert env["STREAMWISE_REDIS_URL"] == "redis://redis:6379/0"
     assert env["STREAMWISE_APP_SPEC"] == IMAGE_APP_SPEC
-    db = urlsplit(env["STREAMWISE_DATABASE_URL"])
-    assert (db.scheme, db.hostname, db.port, db.path) == ("postgresql+psycopg", "postgres", 5432, "/streamwise")
-    assert (db.username, db.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
+    uses_redis = name in REDIS_OPERATIONS
+    assert ("STREAMWISE_REDIS_URL" in env) == uses_redis, name
+    if uses_redis:
+        redis = urlsplit(env["STREAMWISE_REDIS_URL"])
+        assert (redis.hostname, redis.port, redis.username) == ("redis", 6379, REDIS_USERS[name])
+    uses_database = name == "migrate" or (name in REGISTRY_ACCESS and REGISTRY_ACCESS[name].connects)
+    assert ("STREAMWISE_DATABASE_URL" in env) == uses_database, name
+    if uses_database:
+        db = urlsplit(env["STREAMWISE_DATABASE_URL"])
+        assert (db.scheme, db.hostname, db.port, db.path) == ("postgresql+psycopg", "postgres", 5432, "/streamwise")
+        assert db.username == DATABASE_ROLES[name]
+        if name == "migrate":
+            assert (db.username, db.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
+        else:  # the password migrate gives the service's role
+            migrate_env = compose_environment(compose["services"]["migrate"])
+            argv = compose_command(compose["services"]["migrate"])
+            logins = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--login")
+            assert db.password == migrate_env[logins[name]]
     # The service's settings accept exactly this environment (the app spec path is the image's).
     settings = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], env)
     assert str(settings.app_spec) == IMAGE_APP_SPEC
     assert settings.kafka.bootstrap == "kafka:9092" and settings.kafka.idempotence is True
 
 
+def test_redis_users_have_exactly_the_services_access_rules(compose: dict) -> None:
+    """The ACL file compose gives Redis: `default` is the administrator behind a password (the
+    health check's), each service's user has the rules of redis_access.acl_rules for the image's
+    app, with the password its URL carries."""
+    lines = compose["configs"]["redis-users"]["content"].strip().splitlines()
+    users = {line.split()[1]: line.split()[2:] for line in lines}
+    on, password, *rules = users.pop("default")
+    assert (on, rules) == ("on", ["~*", "&*", "+@all"]), "all rights: AOF transactions replay as default"
+    assert password == ">" + compose_environment(compose["services"]["redis"])["REDISCLI_AUTH"]
+    app = load_app_spec(APP_SPEC).name
+    for service, user in REDIS_USERS.items():
+        on, password, *rules = users.pop(user)
+        assert on == "on" and password.startswith(">")
+        assert " ".join(rules) == acl_rules(service, "streamwise", app), service
+        url = urlsplit(compose_environment(compose["services"][service])["STREAMWISE_REDIS_URL"])
+        assert url.password == password[1:]
+    assert not users, f"users no service connects as: {sorted(users)}"
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["configs"]["redis-users"]["content"]
+    assert re.sub(r":-[^}]*\}", "}", raw) == redis_cli.acl_file("streamwise", app), "`streamwise redis acl` prints it"
+
+
 def test_secrets_come_from_the_environment_with_marked_dev_defaults() -> None:
     text = COMPOSE_FILE.read_text()
     shell = {"POSTGRES_PASSWORD": "pw-from-env", "STREAMWISE_SIGNING_KEYS": "k1:0123456789abcdef0123",
-             "STREAMWISE_API_KEYS": "key-from-env", "STREAMWISE_ENVIRONMENT": "production"}
-    services = load_compose(shell)["services"]
+             "STREAMWISE_API_KEYS": "key-from-env", "STREAMWISE_ENVIRONMENT": "production",
+             **{f"REDIS_{s.upper()}_PASSWORD": f"redis-{s}-from-env" for s in [*REDIS_USERS, "admin"]},
+             "POSTGRES_TRAINER_PASSWORD": "pg-trainer-from-env", "POSTGRES_WEBAPP_PASSWORD": "pg-webapp-from-env"}
+    compose = load_compose(shell)
+    services = compose["services"]
     for name in (*SERVICES, *ONE_SHOT):
         env = compose_environment(services[name])
-        assert urlsplit(env["STREAMWISE_DATABASE_URL"]).password == "pw-from-env"
+        if "STREAMWISE_DATABASE_URL" in env:
+            expected = {"migrate": "pw-from-env", "trainer": "pg-trainer-from-env", "webapp": "pg-webapp-from-env"}[name]
+            assert urlsplit(env["STREAMWISE_DATABASE_URL"]).password == expected
+        if "STREAMWISE_REDIS_URL" in env:
+            assert urlsplit(env["STREAMWISE_REDIS_URL"]).password == f"redis-{name}-from-env"
         assert env["STREAMWISE_SIGNING_KEYS"] == shell["STREAMWISE_SIGNING_KEYS"]
         assert env["STREAMWISE_API_KEYS"] == shell["STREAMWISE_API_KEYS"]
         assert env["STREAMWISE_ENVIRONMENT"] == "production"
     assert compose_environment(services["postgres"])["POSTGRES_PASSWORD"] == "pw-from-env"
+    assert "streamwise-dev-" not in compose["configs"]["redis-users"]["content"]
     assert text.count("DEVELOPMENT") >= 3, "development defaults are marked as such"
 
 
@@ -218,10 +281,14 @@ def test_one_shot_commands_use_the_code(compose: dict) -> None:
     """The init steps call the functions the trainer calls in ``prepare`` (executed in test_compose_run)."""
     migrate = compose_command(compose["services"]["migrate"])
     topics = compose_command(compose["services"]["topics"])
-    assert migrate[:2] == ["python", "-c"] and "streamwise_core.registry import migrate" in migrate[2]
+    assert migrate[:5] == ["python", "-m", "streamwise_devstack.cli", "registry", "migrate"]
+    command = typer.main.get_command(registry_cli.registry).commands["migrate"]  # type: ignore[attr-defined]
+    ctx = command.make_context("migrate", migrate[5:])  # raises on an unknown option or a bad value
+    assert ctx.params["grant"] is True
+    assert "--grant" in migrate and _login_variables(compose["services"]["migrate"]) == {
+        "POSTGRES_TRAINER_PASSWORD", "POSTGRES_WEBAPP_PASSWORD"}
     assert topics[:2] == ["python", "-c"] and "ensure_app_topics(Settings())" in topics[2]
-    for code in (migrate[2], topics[2]):
-        compile(code, "<compose>", "exec")
+    compile(topics[2], "<compose>", "exec")
 
 
 def test_webapp_links_point_at_published_ports(compose: dict) -> None:

@@ -18,16 +18,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
+import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streamwise_devstack import free_port
 from streamwise_devstack.fraud import FraudStream
+from streamwise_devstack.redis_server import RedisServer
 from streamwise_devstack.suite import ServiceSpec, Suite
 from tests.e2e.loop_client import LoopClient, wait_for
 
@@ -106,13 +109,52 @@ def _health_check(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def database(postgres_server) -> str:  # type: ignore[no-untyped-def]
-    """A fresh database owned by the compose user ``streamwise`` (trust auth: any password)."""
+    """A fresh database owned by the compose user ``streamwise``, who may create the services'
+    roles as compose's superuser may (trust auth: any password)."""
     name = f"deploy_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'streamwise'").fetchone():
             conn.execute("CREATE ROLE streamwise LOGIN")
+        conn.execute("ALTER ROLE streamwise CREATEROLE")
         conn.execute(f'CREATE DATABASE "{name}" OWNER streamwise')
     return name
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"dep{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def compose_redis(tmp_path: Path, prefix: str) -> Iterator[RedisServer]:
+    """redis-server as compose runs it: its ACL users (the `redis-users` config, keys and channel
+    under this run's prefix) and its append-only file."""
+    acl = tmp_path / "users.acl"
+    acl.write_text(load_compose()["configs"]["redis-users"]["content"].replace("streamwise:fraud:", f"{prefix}:fraud:"))
+    with RedisServer(tmp_path / "redis", acl_file=acl, appendonly=True) as server:
+        yield server
+
+
+def test_compose_redis_keeps_a_services_transactions_across_a_restart(compose_redis: RedisServer, prefix: str) -> None:
+    """The append-only file is replayed as `default`: a `default` with fewer rights than the
+    services' would drop their MULTI/EXEC writes at the next start (redis/redis#14541)."""
+    env = compose_environment(load_compose()["services"]["trainer"])
+    url = env["STREAMWISE_REDIS_URL"].replace("redis:6379", f"127.0.0.1:{compose_redis.port}")
+    key = f"{prefix}:fraud:trainer:fraud-lr:checkpoint"
+    latest = f"{prefix}:fraud:model:fraud-lr:latest"
+    client = redis.Redis.from_url(url)
+    with client.pipeline(transaction=True) as tx:  # two writes: a one-command transaction is logged bare
+        tx.hset(key, mapping={"blob": b"state", "offsets": "{}"})
+        tx.set(latest, 7)
+        tx.execute()
+    client.close()
+    compose_redis.restart()
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.hgetall(key) == {b"blob": b"state", b"offsets": b"{}"}
+        assert client.get(latest) == b"7"
+    finally:
+        client.close()
 
 
 async def _topics(bootstrap: str) -> set[str]:
@@ -125,13 +167,13 @@ async def _topics(bootstrap: str) -> set[str]:
 
 
 def test_compose_services_run_the_loop(  # type: ignore[no-untyped-def]
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker, redis_server, postgres_server, database: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kafka_broker, compose_redis: RedisServer, postgres_server, database: str,
+    prefix: str,
 ) -> None:
     for key in [k for k in os.environ if k.startswith("STREAMWISE_")]:
         monkeypatch.delenv(key)  # the services get compose's variables and nothing else of ours
-    prefix = f"dep{uuid.uuid4().hex[:8]}"
     local = ComposeOnLocalServers(
-        load_compose(), kafka_broker.bootstrap, redis_server.url, postgres_server.host, postgres_server.port, database, prefix,
+        load_compose(), kafka_broker.bootstrap, compose_redis.url, postgres_server.host, postgres_server.port, database, prefix,
     )
     workdir = tmp_path / "workdir"  # the image's WORKDIR: faust keeps the trainer's data folder here
     workdir.mkdir()
@@ -190,6 +232,15 @@ def test_compose_services_run_the_loop(  # type: ignore[no-untyped-def]
         status = httpx.get(f"{suite.url('trainer')}/v1/status", timeout=30, headers={"X-API-Key": "dev-api-key"}).json()
         assert status
         assert (workdir / "var" / "trainer").is_dir() and not list(workdir.glob("*-data")), "faust files under STREAMWISE_DATA_DIR"
+
+        # Stopped and started again as its own Redis user, the trainer resumes from its checkpoint.
+        learned = wait_for(lambda: (x := client.examples_seen()) >= seen + 300 and x, DEADLINE_S, "all events learned")
+        before = client.served()
+        suite.stop("trainer")
+        suite.start("trainer", timeout_s=90)
+        client.send(stream.take(200))
+        after = client.wait_examples(learned + 200, timeout_s=DEADLINE_S)
+        assert after["meta"]["version"] > before["meta"]["version"], "versions continue after the restart"
     finally:
         if demo is not None and demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)

@@ -426,3 +426,59 @@ def test_client_certificates_in_the_url_reach_libpq(tmp_path: Path) -> None:
                 registry.versions("a", "fraud-lr")
         finally:
             registry.close()
+
+
+# --------------------------------------------------------------------------- roles made by `migrate --login`
+
+
+def test_migrate_login_creates_each_role_with_its_password_and_sets_a_changed_one(
+    server: SecuredPostgresServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compose's `migrate`: the owner creates the services' roles (LOGIN only) with passwords read
+    from the environment, then migrates and grants them; run again with another password, the role
+    keeps its rights and only the new password opens it."""
+    from typer.testing import CliRunner
+
+    from streamwise_devstack.registry_cli import registry as registry_cli
+
+    suffix = uuid.uuid4().hex[:6]
+    roles = {"trainer": f"compose_trainer_{suffix}", "webapp": f"compose_webapp_{suffix}"}
+    with _superuser(server) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(OWNER)))
+    try:
+        runner = CliRunner()
+        args = ["migrate", "--database-url", server.owner_url, "--grant",
+                *(a for s, r in roles.items() for a in ("--role", f"{s}={r}")),
+                "--login", "trainer=TRAINER_PW", "--login", "webapp=WEBAPP_PW"]
+        first = {"TRAINER_PW": "first-" + suffix + "'%@:/ ~", "WEBAPP_PW": "web-" + suffix + "\\'x"}
+        result = runner.invoke(registry_cli, args, env=first)
+        assert result.exit_code == 0, result.output
+        assert "created" in result.output
+        urls = {s: _role_url(server, roles[s], first[v]) for s, v in (("trainer", "TRAINER_PW"), ("webapp", "WEBAPP_PW"))}
+        assert _scalar(urls["trainer"], "SELECT has_table_privilege('model_versions', 'INSERT')") is True
+        assert _scalar(urls["webapp"], "SELECT has_table_privilege('model_versions', 'INSERT')") is False
+        attributes = _scalar(server.owner_url, "SELECT bool_or(rolsuper OR rolcreaterole OR rolcreatedb) FROM pg_roles"
+                             f" WHERE rolname IN ('{roles['trainer']}', '{roles['webapp']}')")
+        assert attributes is False, "LOGIN and nothing more"
+
+        second = {**first, "TRAINER_PW": "second-" + suffix}
+        result = runner.invoke(registry_cli, args, env=second)
+        assert result.exit_code == 0, result.output
+        assert "passwords set" in result.output
+        assert _scalar(_role_url(server, roles["trainer"], second["TRAINER_PW"]), "SELECT current_user") == roles["trainer"]
+        with pytest.raises(sa.exc.OperationalError, match="password authentication failed"):
+            _scalar(urls["trainer"], "SELECT 1")
+
+        missing = runner.invoke(registry_cli, args, env={"TRAINER_PW": "x", "WEBAPP_PW": ""})
+        assert missing.exit_code != 0 and "WEBAPP_PW" in missing.output
+    finally:
+        with _superuser(server) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(OWNER)))
+
+
+def _role_url(server: SecuredPostgresServer, role: str, password: str) -> str:
+    server.passwords[role] = password
+    try:
+        return server.url_of(role)
+    finally:
+        del server.passwords[role]

@@ -17,7 +17,7 @@ from ..errors import StreamwiseError
 from .access import Right, Schema, checked_rights, grant_statements, quote_ident, rights_problems
 from .migrations_lock import MIGRATION_LOCK
 
-__all__ = ["GrantsNotExact", "apply_grants", "grant", "read_schema", "role_problems"]
+__all__ = ["GrantsNotExact", "apply_grants", "ensure_login_roles", "grant", "read_schema", "role_problems"]
 
 
 class GrantsNotExact(StreamwiseError):
@@ -125,3 +125,33 @@ def grant(url: str, roles: Mapping[str, str], schema: str = "public") -> list[st
             return apply_grants(connection, roles, schema)
     finally:
         engine.dispose()
+
+
+def ensure_login_roles(url: str, passwords: Mapping[str, str]) -> list[str]:
+    """Connected to ``url`` as a role that may create roles (compose's owner), create each of
+    ``passwords``' roles that does not exist, as ``LOGIN`` and nothing more, and set its password
+    (so a changed password takes effect at the next run); returns the roles created.
+
+    Where roles come from elsewhere (a cluster's operator, an external secret store), skip this and
+    only ``grant``."""
+    if not url.startswith("postgresql"):
+        raise ValueError("roles need PostgreSQL (the registry URL is not postgresql+psycopg://...)")
+    created = []
+    engine = create_engine(url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            for role, password in sorted(passwords.items()):
+                if not password:
+                    raise ValueError(f"no password for role {role}")
+                exists = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+                verb = "ALTER" if exists else "CREATE"
+                # DDL takes no bind parameters: format() quotes the name and the literal server-side.
+                statement = connection.scalar(text(f"SELECT format('{verb} ROLE %I WITH LOGIN PASSWORD %L', CAST(:r AS text), CAST(:p AS text))"),
+                                              {"r": role, "p": password})
+                connection.exec_driver_sql(str(statement).replace("%", "%%"))
+                if not exists:
+                    created.append(role)
+    finally:
+        engine.dispose()
+    return created

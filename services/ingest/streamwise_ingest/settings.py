@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 from streamwise_core.settings import Settings
 
 
 class IngestSettings(Settings):
+    links: ClassVar[frozenset[Literal["kafka", "redis", "database"]]] = frozenset({"kafka"})
     max_body_bytes: int = 8 * 1024 * 1024
     max_items_per_request: int = 10_000
     produce_timeout_s: float = 10.0

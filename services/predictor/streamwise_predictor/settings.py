@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 from pydantic import Field
 
 from streamwise_core.settings import Settings
 
 
 class PredictorSettings(Settings):
+    links: ClassVar[frozenset[Literal["kafka", "redis", "database"]]] = frozenset({"kafka", "redis"})
     poll_interval_ms: int = 1000
     """Also poll the current version, since Redis pub/sub can drop a message."""
     swap_load_cpu_share: float = Field(default=0.25, gt=0, le=1)

@@ -45,8 +45,8 @@ class ComposeProject:
     def url(self, service: str, container_port: int) -> str:
         return f"http://127.0.0.1:{self.port(service, container_port)}"
 
-    def logs(self, tail: int = 40) -> str:
-        result = subprocess.run(self.argv("logs", "--no-color", "--tail", str(tail)), env=self.env, cwd=ROOT,
+    def logs(self, tail: int = 40, *services: str) -> str:
+        result = subprocess.run(self.argv("logs", "--no-color", "--tail", str(tail), *services), env=self.env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=120, check=False)
         return result.stdout[-8000:] + result.stderr[-2000:]
 

@@ -114,8 +114,11 @@ def test_down_and_up_keep_every_model_and_registry_row(project: ComposeProject, 
     project.run("up", "--detach", "--wait", "--wait-timeout", str(int(DEADLINE_S * 2)),
                 "kafka", "redis", "postgres", "migrate", "topics", "trainer", "ingest", "predictor", "webapp", timeout=1800)
     running.refresh()
-    again = wait_for(lambda: (s := running.served()) and s, DEADLINE_S, "the model served after up")
-    assert again["version"] >= served["version"]
+    try:
+        again = wait_for(lambda: (s := running.served()) and s, DEADLINE_S, "the model served after up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{project.logs(60, 'redis', 'trainer', 'predictor')}") from exc
+    assert again["version"] >= served["version"], project.logs(60, "redis", "trainer")
     assert again["meta"]["examples_seen"] == served["meta"]["examples_seen"], "the trainer relearned or lost events"
     kept = {row["version"] for row in running.versions()}
     assert {row["version"] for row in rows} <= kept
