@@ -1,4 +1,9 @@
-"""Events are the contract between services: frozen, versioned, past-tense."""
+"""Events are the contract between services: frozen, versioned, past-tense.
+
+They are also the format of the topics' records for any Kafka client: ``record_schemas.py``
+generates docs/schemas/*.schema.json from these models, with the docstrings of the fields as
+their descriptions (docs/record-formats.md).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,12 @@ def utcnow() -> datetime:
 
 class _Event(BaseModel):
     # Consumers ignore fields they do not know, so producers may add fields freely.
+    # The docstrings of the fields are their descriptions in the JSON Schemas (docs/schemas).
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     schema_version: int = 1
+    """The version of the record's format. Fields may be added within a version (readers ignore
+    fields they do not know); a change that a reader of this version would misread gets a new one."""
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -32,34 +40,55 @@ class EventReceived(_Event):
     """An application event accepted by ingest, with its label when it came along."""
 
     kind: Literal["event_received"] = "event_received"
+    """What the record is: every topic's records say it."""
     id: str
+    """The event's id, which its label and its prediction carry too (ingest's ids match
+    ``^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$``)."""
     features: dict[str, float | int | str | bool]
+    """Feature values by name, as the app spec declares them: numbers, booleans, a category's string."""
     label: bool | str | float | None = None
+    """The outcome when it came with the event (a boolean, a class or a number, as the app's task
+    says), else null: the label then comes later on the labels topic."""
     timestamp: datetime
+    """When the event happened."""
     received_at: datetime = Field(default_factory=utcnow)
+    """When ingest accepted it (a reader takes the time it reads it at when it is missing)."""
 
 
 class LabelReceived(_Event):
     """The outcome of an earlier event, which may arrive long after it."""
 
     kind: Literal["label_received"] = "label_received"
+    """What the record is: every topic's records say it."""
     id: str
+    """The id of the event this is the outcome of."""
     label: bool | str | float
+    """The outcome: a boolean, a class or a number, as the app's task says."""
     timestamp: datetime
+    """When the outcome was known."""
     received_at: datetime = Field(default_factory=utcnow)
+    """When it was accepted (a reader takes the time it reads it at when it is missing)."""
     source: str = "api"
+    """Who gave it: ``api`` (ingest), ``webapp:<user>`` (feedback in the web app), or a name of the producer's choice."""
 
 
 class PredictionMade(_Event):
     """What the predictor answered, so outcomes can be joined with labels later."""
 
     kind: Literal["prediction_made"] = "prediction_made"
+    """What the record is: every topic's records say it."""
     id: str
+    """The id of the instance predicted: the request's ``id``, or one the predictor made up."""
     model: str
+    """The model that answered."""
     version: int
+    """Its version."""
     prediction: bool | str | float | None
+    """The answer: a boolean, a class or a number, as the app's task says."""
     probabilities: dict[str, float] | None = None
+    """The probability of each class (classification), else null."""
     made_at: datetime = Field(default_factory=utcnow)
+    """When the answer was made."""
     shadow: bool = False
     """Made by a challenger in the background on a sampled request; the client got the champion's."""
 
@@ -68,27 +97,42 @@ class ModelPublished(_Event):
     """A new model version exists in the model store and the registry."""
 
     kind: Literal["model_published"] = "model_published"
+    """What the record is: every topic's records say it."""
     app: str
+    """The application (the app spec's ``name``)."""
     model: str
+    """The model's name."""
     version: int
+    """The version published, counting from 1 per model."""
     examples_seen: int
+    """Examples the model had learned from by then."""
     metrics: dict[str, float]
+    """Its online metrics by name at that point (such as ``accuracy``)."""
     published_at: datetime = Field(default_factory=utcnow)
+    """When it was published."""
 
 
 class DeadLettered(_Event):
     """A message a consumer could not process, kept with the reason."""
 
     kind: Literal["dead_lettered"] = "dead_lettered"
+    """What the record is: every topic's records say it."""
     topic: str
+    """The topic of the original record."""
     partition: int
+    """Its partition."""
     offset: int
+    """Its offset in that partition."""
     key: str | None
+    """Its key, decoded as UTF-8 with replacement; null when it had none."""
     value: str
     """The original bytes, decoded as UTF-8 with replacement."""
     reason: str
+    """Why it was not processed (at most 2,000 characters)."""
     consumer: str
+    """Who refused it: ``trainer`` for a record no model can read, ``trainer:<model>`` when one model could not learn it."""
     at: datetime = Field(default_factory=utcnow)
+    """When it was dead-lettered."""
 
 
 # --------------------------------------------------------------------------- fast decoding
