@@ -24,9 +24,10 @@ class _Event(BaseModel):
     # The docstrings of the fields are their descriptions in the JSON Schemas (docs/schemas).
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
     """The version of the record's format. Fields may be added within a version (readers ignore
-    fields they do not know); a change that a reader of this version would misread gets a new one."""
+    fields they do not know); a change that a reader of this version would misread gets a new one,
+    and a reader refuses a version it does not know (the trainer dead-letters the record)."""
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

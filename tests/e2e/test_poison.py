@@ -48,7 +48,7 @@ def _event_bytes(g: GeneratedEvent, *, with_label: bool = True, **feature_change
 
 def _poison(topics: Topics, stream: FraudStream) -> list[tuple[str, str, bytes | None, tuple[str, ...]]]:
     """``(name, topic, value, fragments)``: every poison message and the words one of which its reason says."""
-    [a, b, c, d] = stream.take(4)
+    [a, b, c, d, e] = stream.take(5)
     now = datetime.now(UTC).isoformat()
     well_formed = json.loads(_event_bytes(a))
     huge_event = {**well_formed, "id": f"huge-{a.id}", "features": {**a.features, "merchant": "m" * HUGE}}
@@ -63,6 +63,8 @@ def _poison(topics: Topics, stream: FraudStream) -> list[tuple[str, str, bytes |
         ("unknown-feature", topics.events, _event_bytes(c, colour="red"), ("unknown feature",)),
         ("nan-feature", topics.events, nan_event, (*features, *undecodable)),
         ("label-wrong-type-on-event", topics.events, json.dumps(maybe).encode(), label),
+        ("unknown-schema-version", topics.events, json.dumps({**json.loads(_event_bytes(e)), "schema_version": 2}).encode(),
+         ("schema_version",)),
         ("empty-value", topics.events, b"", ("empty", *undecodable)),
         ("null-value", topics.events, None, ("empty", *undecodable)),
         ("huge-value", topics.events, json.dumps(huge_event).encode(), ("unknown value",)),
