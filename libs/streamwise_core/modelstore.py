@@ -44,6 +44,19 @@ class Champion:
     generation: int
 
 
+def serving(champion: Champion | None, configured: str) -> Champion:
+    """What predictions are served from now: the champion, or before any champion is set the
+    app spec's model, at generation 0. The one answer the predictor, the web app and the
+    control plane share.
+
+    >>> serving(None, "fraud-lr")
+    Champion(model='fraud-lr', generation=0)
+    >>> serving(Champion("fraud-tree", 3), "fraud-lr")
+    Champion(model='fraud-tree', generation=3)
+    """
+    return champion if champion is not None else Champion(configured, 0)
+
+
 GateCallback = Callable[[int | None, bytes | None], tuple[bool, dict[str, Any]]]
 """Given the current version and its metadata bytes, say whether the new version becomes
 current, and what to record about that decision."""

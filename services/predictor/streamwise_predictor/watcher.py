@@ -8,7 +8,7 @@ from typing import Any
 
 from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable, BlobRefused
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.modelstore import ModelStore, serving
 from streamwise_core.signing import Signer
 
 from .holder import ModelHolder, ServedModel
@@ -44,8 +44,8 @@ class VersionWatcher:
     async def target(self) -> tuple[str, int]:
         """The model to serve (the champion, or the configured one before any champion is set)
         and the generation of that choice."""
-        champion = await self._store.champion()
-        return (champion.model, champion.generation) if champion is not None else (self._model, 0)
+        served = serving(await self._store.champion(), self._model)
+        return served.model, served.generation
 
     def is_refused(self, model: str, version: int) -> bool:
         refused = self.refused if model == self._model else self.refused_elsewhere.get(model, {})

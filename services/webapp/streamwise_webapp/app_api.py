@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import LabelReceived, utcnow
+from streamwise_core.modelstore import serving
 from streamwise_core.registry import AuditEntry
 from streamwise_core.schema import feature_errors, label_error
 
@@ -84,7 +85,7 @@ async def app_info(_: Viewer, services: ServicesDep) -> AppInfo:
     return AppInfo(
         app=spec.name, task=spec.task.value, label_name=spec.label.name,
         classes=list(spec.classes) if spec.classes is not None else None,
-        champion=champion.model if champion is not None else spec.model.name,
+        champion=serving(champion, spec.model.name).model,
         features=[FeatureField(name=n, type=f.type.value, required=f.required, values=list(f.values) if f.values else None)
                   for n, f in spec.features.items()],
     )

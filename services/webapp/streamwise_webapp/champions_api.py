@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamwise_core.appspec import ModelSpec
 from streamwise_core.lifecycle.operations import LifecycleError
 from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
+from streamwise_core.modelstore import serving
 from streamwise_core.registry import RETIRED
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
@@ -59,7 +60,7 @@ async def list_models(_: Viewer, services: ServicesDep) -> list[ModelInfo]:
     summaries = {s.model: s for s in await asyncio.to_thread(services.registry.models, spec.name)}
     roster = {e.name: e for e in await asyncio.to_thread(services.registry.roster, spec.name, include_retired=True)}
     champion = await services.store.champion()
-    champion_name = champion.model if champion is not None else spec.model.name
+    champion_name = serving(champion, spec.model.name).model
     declared = {m.name: m for m in spec.models}
     out = []
     for name in roster.keys() | summaries.keys() | {spec.model.name}:

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from streamwise_core.codec import verify
 from streamwise_core.errors import BackendUnavailable, BlobRefused, StreamwiseError
 from streamwise_core.events import utcnow
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.modelstore import ModelStore, serving
 from streamwise_core.signing import Signer
 
 from .views import CurrentModel, LiveState, LiveStatus, current_view, live_state, state_key
@@ -41,8 +41,7 @@ class CurrentReader:
     async def read(self) -> CurrentModel | None:
         """The champion's current version (the configured model's before a champion is set);
         ``None`` until a first version is published; raises ``BackendUnavailable``, ``VersionUnreadable``."""
-        champion = await self._store.champion()
-        model = champion.model if champion is not None else self._model
+        model = serving(await self._store.champion(), self._model).model
         version = await self._store.current_version(model)
         if version is None:
             return None
