@@ -19,6 +19,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+"""An event's id, as ingest, the predictor and the web app accept it (their OpenAPI documents say so)."""
+ID = re.compile(ID_PATTERN[1:-1])
+"""``ID_PATTERN`` for ``fullmatch``: Python's ``$`` would also match before a final newline."""
+
+
 class _Event(BaseModel):
     # Consumers ignore fields they do not know, so producers may add fields freely.
     # The docstrings of the fields are their descriptions in the JSON Schemas (docs/schemas).

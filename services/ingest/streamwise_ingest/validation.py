@@ -9,7 +9,6 @@ records directly; anything it does not accept goes the detailed way (``parse_ite
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,14 +19,12 @@ from pydantic_core import PydanticCustomError
 
 from streamwise_core.appspec import AppSpec, FeatureType, Task
 from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import EventReceived, LabelReceived, utcnow
+from streamwise_core.events import ID as _ID
+from streamwise_core.events import ID_PATTERN, EventReceived, LabelReceived, utcnow
 from streamwise_core.schema import feature_errors, label_error, model_input_reader
 
 from .parsing import parse_items, quick_items
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-_ID = re.compile(ID_PATTERN[1:-1])
-"""``ID_PATTERN`` for ``fullmatch``: Python's ``$`` would also match before a final newline."""
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SKEW = timedelta(days=1)
 

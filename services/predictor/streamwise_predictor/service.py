@@ -10,7 +10,6 @@ has. Answers are plain dicts encoded once (``encode_predictions``, ``prediction_
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from datetime import datetime
 from functools import partial
@@ -23,13 +22,12 @@ from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
 from streamwise_core.inference import label_key, predict
+from streamwise_core.events import ID as _ID
+from streamwise_core.events import ID_PATTERN
 from streamwise_core.schema import feature_errors, features_json_schema, model_input_reader, to_model_input
 
 from .holder import ServedModel
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-_ID = re.compile(ID_PATTERN[1:-1])
-"""``ID_PATTERN`` for ``fullmatch``: Python's ``$`` would also match before a final newline."""
 
 
 class Instance(BaseModel):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import LabelReceived, utcnow
+from streamwise_core.events import ID_PATTERN, LabelReceived, utcnow
 from streamwise_core.modelstore import serving
 from streamwise_core.registry import AuditEntry
 from streamwise_core.schema import feature_errors, label_error
@@ -25,7 +25,6 @@ from .views import Problem
 router = APIRouter(prefix="/api/v1", tags=["application"])
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Operator = Annotated[Principal, Depends(require_operator)]
-EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 UNAVAILABLE = {503: {"model": Problem, "description": "Kafka or the predictor is unavailable."}}
 
 
@@ -50,7 +49,7 @@ class AppInfo(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=EVENT_ID, description="The event's id.")
+    id: str = Field(pattern=ID_PATTERN, description="The event's id.")
     label: Label = Field(description="The true outcome: confirms the prediction or corrects it.")
     prediction: Label | None = Field(default=None, description="What the model had said (for the audit log).")
 
