@@ -3,6 +3,7 @@ champion pointer predictors follow, the roster operations with their audit entri
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -179,3 +180,38 @@ async def test_drift_challengers_are_capped_across_the_app(store: ModelStore, re
     assert names == ["fraud-lr-d2", "fraud-lr-d2-d1"]
     await supervisor._drift_challenger(champion, found)  # noqa: SLF001
     assert len([e for e in registry.roster(SPEC.name) if e.created_by == DRIFT_ACTOR]) == 2
+
+
+async def test_a_stopping_supervisor_starts_no_model_again(  # noqa: F811
+    store: ModelStore, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shutdown stops every model while the roster loop still turns: a reconcile after ``stop``
+    must not start them again (the worker then never exited)."""
+    from streamwise_trainer import supervisor as supervisor_module
+    from streamwise_trainer.settings import TrainerSettings
+    from streamwise_trainer.supervisor import Supervisor
+
+    settings = TrainerSettings(app_spec=ROOT / "examples" / "fraud" / "lifecycle.toml", _env_file=None)  # type: ignore[call-arg]
+    supervisor = Supervisor(settings, SIGNER, "test-writer")
+    supervisor._store, supervisor._registry = store, registry  # noqa: SLF001 - the clients run() would open
+    registry.add_model(_entry(SPEC.model.name, CHAMPION))
+    starts: list[str] = []
+
+    async def prepare_model(settings: TrainerSettings, *args: Any, **kwargs: Any) -> Any:
+        starts.append(settings.spec.model.name)
+        raise RuntimeError("no Kafka in this test")
+
+    monkeypatch.setattr(supervisor_module, "prepare_model", prepare_model)
+    monkeypatch.setattr(store, "close", _no_close)  # the fixture closes it
+    monkeypatch.setattr(registry, "close", lambda: None)
+    await supervisor.reconcile()
+    assert starts == [SPEC.model.name], "a roster model not running is started"
+    await supervisor.stop()
+    supervisor._retry_at.clear()  # noqa: SLF001 - no back-off hides a start
+    await supervisor.reconcile()
+    assert starts == [SPEC.model.name], "started again after stop"
+    await asyncio.wait_for(supervisor.run(), timeout=60)  # the roster loop ends
+
+
+async def _no_close() -> None:
+    return None

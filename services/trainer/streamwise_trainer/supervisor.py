@@ -64,6 +64,9 @@ class Supervisor:
         self._store: ModelStore | None = None
         self._registry: Registry | None = None
         self._dead_letters = FirstToReach()
+        self._stopping = False
+        """Set by ``stop``: nothing starts again (the roster loop would otherwise restart the
+        models shutdown just stopped, and the worker would never exit)."""
 
     # -- before the worker starts -------------------------------------------------------
     async def prepare(self) -> None:
@@ -121,7 +124,7 @@ class Supervisor:
         for entry, trainer in self._prepared.values():
             self._launch(entry, trainer)
         self._prepared.clear()
-        while True:
+        while not self._stopping:
             try:
                 await self.reconcile()
                 await self.challenge()
@@ -133,6 +136,8 @@ class Supervisor:
 
     async def reconcile(self) -> None:
         """Start the roster's models that are not running, stop the ones retired."""
+        if self._stopping:
+            return
         assert self._store is not None and self._registry is not None
         entries = {e.name: e for e in await asyncio.to_thread(self._registry.roster, self.settings.spec.name)}
         champion = await self._store.champion()
@@ -165,6 +170,8 @@ class Supervisor:
             runtime.trainer.on_scored = functools.partial(self.scoreboard.record, name) if several else None
 
     def _launch(self, entry: RosterEntry, trainer: Trainer) -> None:
+        if self._stopping:
+            return
         runtime = TrainerRuntime(self._settings_for(entry), trainer, self.signer, writer=self.writer)
         runtime.on_drift = self._on_drift
         runtime.dead_letter_claim = self._dead_letters.claim
@@ -178,7 +185,7 @@ class Supervisor:
         log.info("learning %s (%s, %s) from %s", entry.name, entry.kind, runtime.role, entry.start)
 
     def _ended(self, name: str, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._tasks.get(name) is not task:
+        if task.cancelled() or self._tasks.get(name) is not task or self._stopping:
             return
         log.error("learning %s stopped: %r; restarting it from its checkpoint in %ss", name, task.exception(), RESTART_AFTER_S)
         self._retry_at[name] = time.monotonic() + RESTART_AFTER_S
@@ -201,6 +208,7 @@ class Supervisor:
             await runtime.tick()
 
     async def stop(self) -> None:
+        self._stopping = True
         for name in list(self.runtimes):
             await self._stop_model(name, reason="shutdown")
         if self._store is not None:
