@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -71,14 +72,28 @@ class Suite:
     def start(self, *names: str, timeout_s: float = 90.0) -> None:
         """Start ``names`` (default: all) and wait until each answers its health check."""
         for name in names or tuple(self.specs):
-            spec = self.specs[name]
-            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.procs[name] = subprocess.Popen(
-                _resolve(spec.argv), env={**os.environ, **self.env, **dict(spec.env)}, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.cwd, start_new_session=True,
-            )
+            self.spawn(name)
         for name in names or tuple(self.specs):
             self.wait_healthy(name, timeout_s)
+
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start ``name`` without waiting for its health check (its log file is appended to)."""
+        spec = self.specs[name]
+        with open(self.log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                _resolve(spec.argv), env={**os.environ, **self.env, **dict(spec.env)}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def poll(self, name: str) -> int | None:
+        """The exit code of ``name`` once it exited (reaping it), None while it runs."""
+        return self.procs[name].poll()
+
+    def pid(self, name: str) -> int | None:
+        proc = self.procs.get(name)
+        return proc.pid if proc is not None else None
 
     def wait_healthy(self, name: str, timeout_s: float) -> None:
         spec, proc = self.specs[name], self.procs[name]
@@ -105,15 +120,23 @@ class Suite:
         proc.wait()
 
     def stop(self, *names: str, grace_s: float = 10.0) -> None:
+        """SIGTERM ``names`` (default: all) at once, then SIGKILL those still running after
+        ``grace_s``."""
+        stopping = []
         for name in names or tuple(self.procs):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it exited just now
+                os.killpg(proc.pid, signal.SIGTERM)
+            stopping.append(proc)
+        deadline = time.monotonic() + grace_s
+        for proc in stopping:
             try:
-                proc.wait(grace_s)
+                proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
 
