@@ -393,15 +393,6 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
-async def json_body(request: Request) -> Any:
-    """The request's JSON value: 415 for another Content-Type, 422 naming what is broken.
-
-    The size limit is ``BodyLimit``'s job, which runs before any endpoint.
-    """
-    require_media_type(request.headers.get("content-type"), JSON_TYPES)
-    return loads_strict(decode_utf8(await request.body()), ["body"])
-
-
 # --------------------------------------------------------------------------- errors
 
 

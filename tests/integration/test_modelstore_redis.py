@@ -262,7 +262,7 @@ async def test_watcher_refuses_tampered_blob_and_keeps_older_version(store: Mode
     assert "bad signature" in watcher.refused[2]
 
     # Refused versions are not retried, and a later valid version is served.
-    await watcher.check(2)
+    await watcher.check()
     assert holder.swaps == 1
     await store.publish(MODEL, 3, _signed(app_name, 3))
     await watcher.check()
@@ -377,20 +377,20 @@ async def test_watcher_loads_only_the_newest_of_the_versions_announced_meanwhile
     holder = ModelHolder()
     watcher = _watcher(store, holder)
     await store.publish(MODEL, 1, _signed(app_name, 1))
-    await watcher.check(1)
+    await watcher.check()
     # v2..v4 are announced while a (slow) load goes on: the announcements are taken in order,
     # but the first of them already loads what the pointer names, v4; the others load nothing.
     for v in (2, 3, 4):
         await store.publish(MODEL, v, _signed(app_name, v))
-    await watcher.check(2)
+    await watcher.check()
     assert (holder.version, holder.swaps) == (4, 2)
-    await watcher.check(3)
-    await watcher.check(4)
+    await watcher.check()
+    await watcher.check()
     assert (holder.version, holder.swaps) == (4, 2)
     # Only what the pointer names is served: an announced version the pointer never named
     # (e.g. held back by the gate) is not...
     await store.publish(MODEL, 5, _signed(app_name, 5), make_current=False)
-    await watcher.check(5)
+    await watcher.check()
     assert holder.version == 4
     # ...a refused pointer keeps the verified version serving...
     good = _signed(app_name, 7)
@@ -401,7 +401,7 @@ async def test_watcher_loads_only_the_newest_of_the_versions_announced_meanwhile
     assert holder.version == 4 and "bad signature" in watcher.refused[7]
     # ...until the pointer moves on to a valid one.
     await store.move_current(MODEL, 6)
-    await watcher.check(6)
+    await watcher.check()
     assert holder.version == 6 and holder.swaps == 3
 
 

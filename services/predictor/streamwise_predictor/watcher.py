@@ -58,7 +58,7 @@ class VersionWatcher:
             self.refused_elsewhere.setdefault(model, {})[version] = reason
         log.error("refused %s v%s: %s; still serving v%s", model, version, reason, self._holder.version)
 
-    async def check(self, version: int | None = None) -> None:
+    async def check(self) -> None:
         """Load what the champion's current pointer names if it is newer than what is served: a
         new champion, a newer generation (a promotion or rollback moves to any stored version),
         or a higher version within the same generation. An announcement only triggers a look at

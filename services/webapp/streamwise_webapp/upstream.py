@@ -56,18 +56,6 @@ class PredictorClient:
         """``instances``: ``{"id", "features"}`` each; the answer has ``model``, ``version``, ``predictions``."""
         return await self._post("/v1/predict/batch", {"instances": instances})
 
-    async def served_model(self) -> dict[str, Any] | None:
-        """The predictor's ``/v1/model`` (None while it serves nothing)."""
-        try:
-            response = await self._client.get(self._base + "/v1/model")
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"predictor: {exc!r}") from exc
-        if response.status_code == 503:
-            return None
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
-
 
 Sample = tuple[str, dict[str, str], float]
 
