@@ -12,18 +12,16 @@ The phases are interleaved in rounds (steady, swap-small, swap-large, steady, ..
 other load on the host weighs on all three alike. Versions are published straight into the
 model store (``ModelStore.publish`` of signed ``codec.pack`` blobs), as the trainer does; a
 task polls ``GET /v1/model`` to time each swap. Results go to a table and to
-``bench/results/*.json``. See bench/README.md for what the numbers mean.
+``bench/results/swap_under_load[-smoke].json``. See bench/README.md for what the numbers mean.
 
     .venv/bin/python bench/swap_under_load.py --smoke              # ~40 s, for CI
     .venv/bin/python bench/swap_under_load.py                      # full: 3 x 60 s
-    .venv/bin/python bench/swap_under_load.py --remedy gentle+gc-freeze   # a patched predictor
-    .venv/bin/python bench/swap_under_load.py --probe              # in-process loop-stall probe
+    .venv/bin/python bench/swap_under_load.py --predictor-env STREAMWISE_SWAP_LOAD_CPU_SHARE=1   # a predictor setting
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import multiprocessing
@@ -58,21 +56,12 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 app = typer.Typer(add_completion=False)
 
 PHASES = ("steady", "swap-small", "swap-large")
-REMEDIES = ("none", "plain", "gc-freeze", "gentle", "gentle+gc-freeze", "throttle", "switch-1ms", "paced", "all", "workers-2")
 
 
-def predictor_spec(port: int, remedy: str) -> Any:
-    """The suite's predictor command; a remedy other than ``none`` swaps in the bench's
-    patched app factory (``bench/_remedies.py``) and changes nothing else."""
+def predictor_spec(port: int) -> Any:
+    """The suite's predictor command, unchanged."""
     [spec] = [s for s in service_specs({"predictor": port}) if s.name == "predictor"]
-    if remedy == "none":
-        return spec
-    if remedy == "workers-2":
-        return dataclasses.replace(spec, argv=(*spec.argv, "--workers", "2"))
-    argv = tuple("_remedies:create_app" if a == "streamwise_predictor.app:create_app" else a for a in spec.argv)
-    return dataclasses.replace(
-        spec, argv=(*argv, "--app-dir", str(BENCH_DIR)), env=(*spec.env, ("BENCH_REMEDY", remedy)),
-    )
+    return spec
 
 
 async def wait_served(url: str, version: int, timeout_s: float = 60.0) -> float:
@@ -206,7 +195,6 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 
     table = Table(title=f"swaps under load: {meta['workers']} clients, {meta['duration_s']:g} s per phase "
                         f"in {meta['rounds']} interleaved rounds"
-                        + (f", remedy {meta['remedy']}" if meta["remedy"] != "none" else "")
                         + "".join(f", {k}={v}" for k, v in meta.get("predictor_env", {}).items()))
     for col in ("phase", "requests", "failed", "req/s", "swaps", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "p99/p99 steady",
                 "p99 per round (median)", "ratio", "longest gap ms"):
@@ -285,41 +273,6 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_probe(large: _load.LargeBlob, reps: int, out: Path, variants: list[str] | None = None) -> None:
-    """In-process loop-stall probe of each unpickling variant (one fresh process per variant)."""
-    import statistics
-
-    import _remedies
-
-    ctx = multiprocessing.get_context("spawn")
-    rows: dict[str, list[dict[str, float]]] = {}
-    with console.status("probing") as status:
-        for variant in variants or _remedies.VARIANTS:
-            status.update(f"loop-stall probe: {variant} ({reps} loads of {large.mb:.1f} MB)")
-            q = ctx.Queue()
-            proc = ctx.Process(target=_remedies.probe_main, args=(variant, str(large.path), reps, q))
-            proc.start()
-            rows[variant] = q.get(timeout=600)
-            proc.join()
-    table = Table(title=f"in-process probe: a thread loads the {large.mb:.1f} MB ensemble while the event loop serves "
-                        f"simulated requests (median of {reps} loads; 8 clients, 5 ms think time)")
-    cols = [("load ms", "load_ms"), ("free old on loop ms", "free_old_in_loop_ms"), ("base p99 ms", "base_p99_ms"),
-            ("swap p99 ms", "swap_p99_ms"), ("swap max ms", "swap_max_ms"), ("base lag max ms", "base_lag_max_ms"),
-            ("swap lag max ms", "swap_lag_max_ms"), ("req/s base", "requests_base_per_s"), ("req/s loading", "requests_during_load_per_s")]
-    table.add_column("variant")
-    for name, _ in cols:
-        table.add_column(name, justify="right")
-    summary = {}
-    for variant, reps_rows in rows.items():
-        med = {key: statistics.median(r[key] for r in reps_rows) for _, key in cols}
-        summary[variant] = {"description": _remedies.VARIANTS[variant], "median": med, "runs": reps_rows}
-        table.add_row(variant, *(f"{med[key]:.0f}" for _, key in cols))
-    console.print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"large_mb": large.mb, "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "variants": summary}, indent=2) + "\n")
-    console.print(f"probe results written to {out}")
-
-
 @app.command()
 def main(
     smoke: Annotated[bool, typer.Option(help="Short run for CI (~40 s): 6 s per phase, a >=12 MB ensemble")] = False,
@@ -330,18 +283,12 @@ def main(
     n_models: Annotated[int, typer.Option(help="Trees in the ensemble")] = 6,
     small_every_ms: Annotated[float, typer.Option(help="swap-small: publish period")] = 100.0,
     large_every_ms: Annotated[float, typer.Option(help="swap-large: publish period (large and small alternate)")] = 1000.0,
-    remedy: Annotated[str, typer.Option(help=f"Predictor variant: {', '.join(REMEDIES)} (none = the suite's exact command)")] = "none",
     predictor_env: Annotated[list[str] | None, typer.Option(
         "--predictor-env", help="KEY=VALUE for the predictor's environment (repeatable), e.g. STREAMWISE_SWAP_LOAD_CPU_SHARE=1")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON results (default bench/results/swap_under_load[-smoke][-remedy].json)")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON results (default bench/results/swap_under_load[-smoke].json)")] = None,
     keep_run_dir: Annotated[bool, typer.Option(help="Keep logs of the private servers")] = False,
-    probe: Annotated[bool, typer.Option(help="Instead: in-process loop-stall probe of each unpickling variant")] = False,
-    probe_reps: Annotated[int, typer.Option(help="Loads per variant in the probe")] = 5,
-    probe_variant: Annotated[list[str] | None, typer.Option(help="Probe only these variants (repeatable; default all)")] = None,
 ) -> None:
     """Run the three phases against a private predictor and report latency with and without swaps."""
-    if remedy not in REMEDIES:
-        raise typer.BadParameter(f"remedy must be one of {REMEDIES}")
     extra_env = dict(kv.split("=", 1) for kv in predictor_env or [])
     duration = duration or (6.0 if smoke else 60.0)
     rounds = rounds or (2 if smoke else 6)
@@ -359,9 +306,6 @@ def main(
     load_s = time.perf_counter() - t
     costs = {"small_us": _load.predict_cost_us(small, spec), "large_us": _load.predict_cost_us(large_model, spec)}
     del large_model
-    if probe:
-        run_probe(large, probe_reps, out or BENCH_DIR / "results" / f"loop_stall_probe{'-smoke' if smoke else ''}.json", probe_variant)
-        return
     small_mb = len(pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL)) / 1e6
     console.print(
         f"small: {small_mb * 1000:.1f} KB pickled, predict {costs['small_us']:.0f} µs | "
@@ -385,7 +329,7 @@ def main(
                 database_url=f"sqlite:///{run_dir / 'registry.db'}", app_spec=_load.APP_SPEC, topic_prefix=prefix,
                 extra=extra_env,
             )
-            suite = Suite(env, run_dir / "logs", [predictor_spec(free_port(), remedy)], cwd=_load.ROOT)
+            suite = Suite(env, run_dir / "logs", [predictor_spec(free_port())], cwd=_load.ROOT)
             suite.start("predictor")
         result = asyncio.run(run(
             url=suite.url("predictor"), redis_url=redis.url, prefix=prefix, workers=workers, duration=duration,
@@ -405,7 +349,7 @@ def main(
             console.print(f"logs kept in {run_dir}")
 
     meta = {
-        "smoke": smoke, "workers": workers, "duration_s": duration, "rounds": rounds, "remedy": remedy, "predictor_env": extra_env,
+        "smoke": smoke, "workers": workers, "duration_s": duration, "rounds": rounds, "predictor_env": extra_env,
         "small_every_ms": small_every_ms, "large_every_ms": large_every_ms,
         "models": {
             "small": {"pickle_mb": small_mb, "predict_us": costs["small_us"], "examples_seen": small_seen},
@@ -416,8 +360,7 @@ def main(
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_before": loadavg_before},
     }
     summary = report(result, meta)
-    suffix = ("-smoke" if smoke else "") + ("" if remedy == "none" else f"-{remedy}")
-    out = out or BENCH_DIR / "results" / f"swap_under_load{suffix}.json"
+    out = out or BENCH_DIR / "results" / f"swap_under_load{'-smoke' if smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     console.print(f"results written to {out}")

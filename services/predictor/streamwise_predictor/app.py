@@ -29,6 +29,7 @@ from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
 
 from .holder import ServedModel
+from .loading import LoadPolicy, ModelLoader
 from .observability import ObservedHolder, PredictorMetrics, RefusedVersions
 from .service import (
     Answer,
@@ -43,7 +44,6 @@ from .service import (
     prediction_records,
     read_request,
 )
-from .loading import LoadPolicy, ModelLoader
 from .settings import PredictorSettings
 from .shadow import ShadowModels, ShadowScorer
 from .watcher import VersionWatcher
@@ -51,8 +51,7 @@ from .watcher import VersionWatcher
 log = logging.getLogger(__name__)
 RECORD_LINGER_S = 0.05
 """Predictions are written to Kafka off the request path, gathered for this long into one batch:
-each produce request costs the process about half a millisecond of CPU on the development
-machines, whatever its size (docs/benchmarks.md, *Serving*)."""
+a produce request costs the process CPU whatever its size (docs/benchmarks.md, *Serving*)."""
 SHUTDOWN_GRACE_S = 3.0
 
 

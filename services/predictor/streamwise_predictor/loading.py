@@ -1,7 +1,7 @@
 """Loading a verified model in a worker thread without stalling the serving event loop.
 
-``codec.unpack`` in a thread is not enough for a model of tens of MB (bench/README.md): the
-thread holds the GIL in long bursts, so the loop that answers requests stalls anyway.
+``codec.unpack`` in a thread is not enough for a model of tens of MB: the thread holds the
+GIL in long bursts, so the loop that answers requests stalls anyway.
 
 - a full (generation 2) collection triggered by the load's ~200 k new objects walks every
   object of both models with the GIL held (~300 ms for a 37 MB ensemble);
@@ -28,6 +28,7 @@ last request, it would be freed in one ~40 ms C cascade on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import pickle
@@ -192,7 +193,8 @@ def gentle_release(box: list[Any], pace: Pacer | None = None, *, limit: int = RE
         i += 1
         if i % 100 == 0:
             pace()
-    ref = seen = None  # the loop's last referent would otherwise be freed with this frame
+    ref = None  # the loop's last referent would otherwise be freed with this frame
+    del seen
     deadline = time.monotonic() + wait_s
     # Two references are ours: ``held`` and getrefcount's argument; the others are requests'.
     while sys.getrefcount(held[0]) > 2:
@@ -259,10 +261,9 @@ class ModelLoader:
         """``model`` is no longer served: it must be freed once in-flight requests let go of it.
         (Call on the event loop after a swap, and keep no reference to ``model``.)"""
         if self.freezing:
-            try:
+            # not weakly referenceable (a builtin or __slots__ type): not checked
+            with contextlib.suppress(TypeError):
                 self._retired.append((self._clock(), weakref.ref(model)))
-            except TypeError:  # not weakly referenceable (a builtin or __slots__ type): not checked
-                pass
         if self.policy.gentle_release:
             if self._releaser is None:
                 self._releaser = threading.Thread(target=self._release_forever, name="model-release", daemon=True)

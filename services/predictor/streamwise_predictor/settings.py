@@ -15,8 +15,9 @@ class PredictorSettings(Settings):
     """Also poll the current version, since Redis pub/sub can drop a message."""
     swap_load_cpu_share: float = Field(default=0.25, gt=0, le=1)
     """Largest share of one CPU that loading a new model version may take (the loading thread
-    pauses so often): serving keeps the rest. 1 = load at full speed. A 37 MB ensemble loads in
-    ~1.2 s at full speed, ~5 s at 0.25; a small model is never paused (bench/README.md)."""
+    pauses so often): serving keeps the rest. 1 = load at full speed. A 37 MB ensemble that a
+    bare ``pickle.loads`` reads in ~1.4 s was served ~10 s after its publication at 0.25; a small
+    model, loaded within one 2 ms slice, is never paused (docs/benchmarks.md, *Swaps under load*)."""
     swap_gc_freeze: bool = True
     """No full garbage collection while a model loads, then ``gc.freeze()``, so that later
     collections never walk the models' objects (a full pass over a 37 MB ensemble: ~300 ms)."""

@@ -18,8 +18,8 @@ from streamwise_core.codec import ModelMeta, unpack
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import DeadLettered, utcnow
 from streamwise_core.kafka import make_producer
-from streamwise_core.modelstore import ModelStore
 from streamwise_core.lifecycle import GateDecision, decide
+from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.signing import Signer
 
@@ -301,7 +301,7 @@ class TrainerRuntime:
         meanwhile: a small model in a worker thread while learning waits; a large one (a tree
         of MBs, a forest) in a forked child (see forked.py). Learning goes on while the child
         works only when the timer started the publication: after a batch, the consuming loop
-        waits for the whole publication (docs/benchmarks.md, *tried and left out*)."""
+        waits for the whole publication (docs/benchmarks.md, *Learning throughput*)."""
         s = self.settings
         checkpoint = checkpoint or (self._clock() - self._last_checkpoint) * 1000 >= s.checkpoint_every_ms
         job, cost = None, None

@@ -19,9 +19,9 @@ class TrainerSettings(Settings):
     """...but spend at most this share of the time serialising versions (the CPU time of a
     version without a checkpoint, smoothed; a forked child's wall time). Storing a version and
     the slower learning right after it cost about as much again. A linear model (~0.5 ms) is
-    not held back; a Hoeffding tree that takes 15 ms is published every 1.5 s at most. At 0.25
-    the tree was published five times a second and the trainer learned at 0.52-0.63 of river's
-    own loop (docs/benchmarks.md). Raise it for fresher large models, at the cost of learning."""
+    not held back; a Hoeffding tree that takes 15 ms is published every 1.5 s at most
+    (docs/benchmarks.md, *Learning throughput*). Raise it for fresher large models, at the cost
+    of learning."""
     snapshot_fork_above_kb: int = 1024
     """Serialise in a forked child, learning meanwhile, when the last blobs of the model (and of
     the checkpoint, if this version carries one) came to more than this: pickling a few MB
