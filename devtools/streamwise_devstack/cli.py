@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
 from streamwise_webapp.users_cli import users as users_cli
 
 from . import models_cli, redis_cli, registry_cli

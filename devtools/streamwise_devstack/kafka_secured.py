@@ -15,7 +15,7 @@ import subprocess
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import SecretStr
 
@@ -30,7 +30,7 @@ from .topics import wait_for_kafka
 __all__ = ["ADMIN", "SecuredKafkaBroker"]
 
 ADMIN = "admin"
-MECHANISM = "SCRAM-SHA-512"
+MECHANISM: Final = "SCRAM-SHA-512"
 
 
 class SecuredKafkaBroker(KafkaBroker):
@@ -144,10 +144,10 @@ class SecuredKafkaBroker(KafkaBroker):
             )
         config.write_text(login + f"ssl.truststore.type=PEM\nssl.truststore.location={self.ca_file}\n")
         java, libs = ensure_java(), ensure_kafka_jars(self.version, tools=True)
-        for operations, names in by_operations.items():
+        for ops, names in by_operations.items():
             argv = self._java_argv(java, libs, "org.apache.kafka.tools.AclCommand", "--bootstrap-server", self.bootstrap,
                                    "--command-config", str(config), "--add", "--allow-principal", f"User:{user}",
-                                   *(a for op in sorted(operations) for a in ("--operation", op)),
+                                   *(a for op in sorted(ops) for a in ("--operation", op)),
                                    *(a for name in sorted(names) for a in ("--topic", name)), tool=True)
             done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
             if done.returncode != 0:

@@ -16,6 +16,7 @@ tune, the mounts and network namespaces of pods, the cgroups of the kubelet and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -467,8 +468,6 @@ class KubeCluster:
             except OSError:
                 continue
             if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(self.containerd_socket).encode() in cmdline:
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(int(entry.name), signal.SIGKILL)
-                except OSError:
-                    pass
 

@@ -130,7 +130,7 @@ class SecuredPostgresServer(PostgresServer):
 
     def _connect(self, dbname: str) -> psycopg.Connection:
         """The superuser, over verified TLS with its password (the only way in)."""
-        extra = {"sslcert": str(self.client_cert), "sslkey": str(self.client_key)} if self.client_certificates else {}
+        extra: dict[str, Any] = {"sslcert": str(self.client_cert), "sslkey": str(self.client_key)} if self.client_certificates else {}
         return psycopg.connect(host=self.host, port=self.port, user=SUPERUSER, password=self.passwords[SUPERUSER],
                                dbname=dbname, sslmode="verify-full", sslrootcert=str(self.ca_file), connect_timeout=2,
                                autocommit=True, **extra)

@@ -55,7 +55,7 @@ class SecuredRedisServer(RedisServer):
         return self.tls / "client.key"
 
     @property
-    def url(self) -> str:  # type: ignore[override]
+    def url(self) -> str:
         """The admin's URL."""
         return self.url_of(ADMIN)
 

@@ -17,7 +17,8 @@ from sqlalchemy import create_engine
 
 from streamwise_core.registry import migrate as migrate_registry
 from streamwise_core.registry.access import DEFAULT_ROLES, PRIVILEGES, SERVICE_ACCESS, grant_statements
-from streamwise_core.registry.grants import GrantsNotExact, ensure_login_roles, grant as grant_roles, read_schema, role_problems
+from streamwise_core.registry.grants import GrantsNotExact, ensure_login_roles, read_schema, role_problems
+from streamwise_core.registry.grants import grant as grant_roles
 from streamwise_core.registry.repository import MigrationRefused
 from streamwise_core.settings import MigrationSettings
 

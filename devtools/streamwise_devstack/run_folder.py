@@ -37,7 +37,7 @@ class StartFailed(RuntimeError):
         self.message = message
 
 
-class Broker(str, enum.Enum):
+class Broker(enum.StrEnum):
     """The Kafka-compatible broker ``up`` runs."""
 
     KAFKA = "kafka"

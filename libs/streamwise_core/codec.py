@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import river
-from river import proba
 from pydantic import BaseModel, ConfigDict, Field
+from river import proba
 
 from .errors import BlobRefused
 from .events import utcnow
@@ -74,7 +74,7 @@ def reduce_without(obj: Any, field: str, restore: Callable[..., None], *args: An
 
 
 def _rebuilt(kind: type[Any], fields: dict[str, Any], restore: Callable[..., None], args: tuple[Any, ...]) -> Any:
-    obj = kind.__new__(kind)
+    obj = kind.__new__(kind)  # type: ignore[call-overload]  # any class, as pickle's own reconstructor does
     if _settable_inline(kind, fields):
         _set_attributes(obj, fields)  # inline, as _Pickler loads them (a tree's Gaussians)
     else:
@@ -101,7 +101,7 @@ def _reduce_gaussian(gaussian: proba.Gaussian) -> tuple[Any, ...]:
     generator was 2.5 kB of a tree's blob per estimator: a 20,000-event tree pickles to 45 kB
     in 3 ms instead of 996 kB in 22 ms. A seeded one keeps its exact state."""
     if gaussian.seed is not None:
-        return gaussian.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+        return gaussian.__reduce_ex__(pickle.HIGHEST_PROTOCOL)  # type: ignore[return-value]  # a tuple for this class
     return reduce_without(gaussian, "_rng", _fresh_generator)
 
 
@@ -130,7 +130,7 @@ def _rebuilt_by_attributes(kind: type) -> frozenset[str] | None:
         not kind.__flags__ & _MANAGED_DICT or issubclass(kind, (dict, list, set))
         or kind.__setattr__ is not object.__setattr__
         or kind.__reduce_ex__ is not object.__reduce_ex__ or kind.__reduce__ is not object.__reduce__
-        or kind.__getstate__ is not object.__getstate__  # type: ignore[attr-defined]
+        or kind.__getstate__ is not object.__getstate__
         or any(hasattr(kind, m) for m in ("__setstate__", "__getnewargs_ex__", "__getnewargs__"))
         or any(vars(k).get("__slots__") for k in kind.__mro__[:-1])  # their state is (dict, slots)
     ):
@@ -156,12 +156,12 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
-        if kind in self.dispatch_table or _rebuilt_by_attributes(kind) is None:  # type: ignore[attr-defined]
+        if kind in self.dispatch_table or _rebuilt_by_attributes(kind) is None:  # type: ignore[arg-type]  # classes hash
             return NotImplemented
         state = obj.__dict__
         if not state or not _settable_inline(kind, state):
             return NotImplemented
-        return copyreg.__newobj__, (kind,), state, None, None, _set_attributes
+        return copyreg.__newobj__, (kind,), state, None, None, _set_attributes  # type: ignore[attr-defined]  # untyped in typeshed
 
 
 def dumps(obj: Any, reducers: Reducers | None = None) -> bytes:
@@ -171,7 +171,7 @@ def dumps(obj: Any, reducers: Reducers | None = None) -> bytes:
     loaded attribute by attribute (``_Pickler``). ``reducers`` add to these."""
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**_DISPATCH, **reducers} if reducers else _DISPATCH
+    pickler.dispatch_table = {**_DISPATCH, **reducers} if reducers else _DISPATCH  # type: ignore[assignment,dict-item]  # reducers as pickle takes them
     pickler.dump(obj)
     return buffer.getvalue()
 

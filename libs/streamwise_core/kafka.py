@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.helpers import create_ssl_context
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from .errors import BackendUnavailable
@@ -116,7 +117,7 @@ class RecordBuffer:
             self._failed(len(records), exc)
             return
         for delivery in deliveries:
-            delivery.add_done_callback(lambda d, n=len(records): self._delivered(d, n))
+            delivery.add_done_callback(functools.partial(self._delivered, n=len(records)))
 
     def _delivered(self, delivery: asyncio.Future[object], n: int) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:

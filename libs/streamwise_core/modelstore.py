@@ -12,9 +12,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from .codec import SignedBlob
 from .errors import BackendUnavailable, BlobRefused
@@ -180,7 +179,7 @@ class ModelStore:
             raise BackendUnavailable(f"redis: {exc}") from exc
         if name is None:
             return None
-        return Champion(name.decode(), int(generation) if generation is not None else 0)
+        return Champion(name.decode(), int(generation) if generation is not None else 0)  # type: ignore[union-attr]  # bytes: no decode_responses
 
     async def claim_champion(self, model: str) -> Champion:
         """Make ``model`` the champion unless one is set already; return the champion."""
@@ -279,10 +278,10 @@ class ModelStore:
         point ``current`` at it, and announce it."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(self._version_key(model, version), mapping=self._fields(signed))
+                pipe.hset(self._version_key(model, version), mapping=self._fields(signed))  # type: ignore[arg-type]  # redis-py's stubs type values narrower than it takes
                 pipe.zadd(self._versions_key(model), {str(version): version})
                 if checkpoint is not None:
-                    pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))
+                    pipe.hset(self._checkpoint_key(model), mapping=self._fields(checkpoint))  # type: ignore[arg-type]  # redis-py's stubs type values narrower than it takes
                 pipe.set(self._latest_key(model), version)
                 if make_current:
                     self._move_pointer(pipe, model, version)
@@ -442,7 +441,7 @@ class ModelStore:
 
     async def load(self, model: str, version: int) -> SignedBlob | None:
         try:
-            return self._signed(await self._r.hgetall(self._version_key(model, version)))
+            return self._signed(await self._r.hgetall(self._version_key(model, version)))  # type: ignore[arg-type]  # bytes keys and values: no decode_responses
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
@@ -450,7 +449,7 @@ class ModelStore:
         """Write version fields as given (operators' repair tool, and tamper tests)."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hset(self._version_key(model, version), mapping=fields)
+                pipe.hset(self._version_key(model, version), mapping=fields)  # type: ignore[arg-type]  # redis-py's stubs type values narrower than it takes
                 pipe.zadd(self._versions_key(model), {str(version): version})
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -490,7 +489,7 @@ class ModelStore:
             members = await self._r.zrange(self._versions_key(model), 0, -1)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
-        return [int(m) for m in members]
+        return [int(m) for m in members]  # type: ignore[arg-type]  # members are bytes
 
     async def index_versions(self, model: str) -> int:
         """Add the version hashes stored before there was an index (found with SCAN) to it, so
@@ -504,7 +503,7 @@ class ModelStore:
                     found[tail] = int(tail)
             if not found:
                 return 0
-            return int(await self._r.zadd(self._versions_key(model), found, nx=True))
+            return int(await self._r.zadd(self._versions_key(model), found, nx=True))  # type: ignore[arg-type]  # ZADD NX answers a count
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
@@ -531,13 +530,13 @@ class ModelStore:
 
     async def save_checkpoint(self, model: str, signed: SignedBlob) -> None:
         try:
-            await self._r.hset(self._checkpoint_key(model), mapping=self._fields(signed))
+            await self._r.hset(self._checkpoint_key(model), mapping=self._fields(signed))  # type: ignore[arg-type]  # redis-py's stubs type values narrower than it takes
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 
     async def load_checkpoint(self, model: str) -> SignedBlob | None:
         try:
-            return self._signed(await self._r.hgetall(self._checkpoint_key(model)))
+            return self._signed(await self._r.hgetall(self._checkpoint_key(model)))  # type: ignore[arg-type]  # bytes keys and values: no decode_responses
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"redis: {exc}") from exc
 

@@ -6,7 +6,6 @@ import importlib
 from typing import Any
 
 from pydantic import ValidationError
-
 from river import base, compose, preprocessing
 
 from .appspec import AppSpec, ModelSpec, StepSpec, Task
@@ -70,7 +69,7 @@ class SelectPresent(compose.Select):
     def __init__(self, *keys: str) -> None:
         self.keys = tuple(keys)  # type: ignore[assignment]
 
-    def transform_one(self, x: dict[str, Any]) -> dict[str, Any]:
+    def transform_one(self, x: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]  # features are named by str
         return {k: x[k] for k in self.keys if k in x}
 
 

@@ -82,9 +82,9 @@ def _fuse(model: Any) -> tuple[Pass, Any] | None:
 def _step_pass(step: Any) -> Pass | None:
     """A step of the model itself: a supervised transformer learns after transforming both
     inputs, as ``Pipeline.learn_one`` orders it."""
-    if isinstance(step, base.Transformer) and not isinstance(step, (compose.Pipeline, compose.TransformerUnion)):
-        if step._supervised:  # noqa: SLF001 - what Pipeline reads too
-            return _supervised(step)
+    supervised = isinstance(step, base.Transformer) and not isinstance(step, (compose.Pipeline, compose.TransformerUnion)) and step._supervised
+    if supervised:  # ``_supervised``: what Pipeline reads too
+        return _supervised(step)
     return _unsupervised_pass(step)
 
 

@@ -26,7 +26,7 @@ def _sklearn_class(path: str) -> type[BaseEstimator]:
     if not module_path:
         raise SpecError(f"'{path}': expected a scikit-learn path such as linear_model.LogisticRegression")
     try:
-        return getattr(importlib.import_module(f"sklearn.{module_path}"), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f"sklearn.{module_path}"), name)
     except (ImportError, AttributeError) as exc:
         raise SpecError(f"'{path}' is not a class of sklearn") from exc
 

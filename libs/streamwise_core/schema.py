@@ -186,9 +186,8 @@ class ModelInputReader:
             if value is None:
                 continue
             of = type(value)
-            if of is float and kind is _NUMBER and value - value == 0.0:  # finite: inf - inf is nan
-                out[name] = value
-            elif of is str and (kind is _ANY_TEXT or (type(kind) is frozenset and value in kind)):
+            # finite: inf - inf is nan
+            if of is float and kind is _NUMBER and value - value == 0.0 or of is str and (kind is _ANY_TEXT or (type(kind) is frozenset and value in kind)):
                 out[name] = value
             elif of is int and (kind is _NUMBER or kind is _WHOLE) and -_FLOAT_RANGE < value < _FLOAT_RANGE:
                 out[name] = float(value)

@@ -28,7 +28,7 @@ DEV_DATABASE_PASSWORD = DEV_PASSWORD_MARK + "password"
 
 def _url_password(url: str) -> str | None:
     try:
-        return make_url(url).password  # type: ignore[no-any-return]
+        return make_url(url).password
     except ArgumentError:
         return None
 

@@ -78,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         return _json.dumps(line, ensure_ascii=False, default=str)
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a record comes (not when the handler was made), so
     a process that swaps its stderr (pytest does) never writes to a closed stream."""
 
@@ -87,7 +87,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._fixed: Any = None
 
     @property
-    def stream(self) -> Any:  # type: ignore[override]
+    def stream(self) -> Any:
         return self._fixed if self._fixed is not None else sys.stderr
 
     @stream.setter

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-import sys
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any

@@ -13,15 +13,16 @@ import typer.main
 import yaml
 
 from streamwise_core.appspec import load_app_spec
-from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS, acl_rules
+from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
+from streamwise_core.redis_access import acl_rules
 from streamwise_core.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
 from streamwise_devstack import demo_stream, redis_cli, registry_cli
 
 from .support import (
-    ROOT,
     APP_SPEC,
     COMPOSE_FILE,
     IMAGE_APP_SPEC,
+    ROOT,
     SERVICES,
     SETTINGS_CLASSES,
     compose_command,
@@ -30,8 +31,8 @@ from .support import (
     http_check,
     interpolate,
     load_compose,
-    settings_env_names,
     serves,
+    settings_env_names,
     settings_from_env,
     specs,
 )

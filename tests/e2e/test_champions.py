@@ -233,7 +233,7 @@ def test_a_replayed_model_predicts_exactly_like_the_live_one(tmp_path: Path, kaf
         def caught_up() -> dict[str, Any] | None:
             models = _status(suite)["models"]
             names = ("fraud-lr-replay", "fraud-lr-from-1000", "fraud-lr-since")
-            if all(n in models and models[n]["examples_seen"] >= want for n, want in zip(names, (3000, 2000, 1500))):
+            if all(n in models and models[n]["examples_seen"] >= want for n, want in zip(names, (3000, 2000, 1500), strict=True)):
                 return models
             return None
 

@@ -7,12 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
-
 import pytest
 
 from streamwise_core.modelstore import ModelStore
-from streamwise_devstack.fraud import FraudStream, holdout
 from streamwise_devstack import free_port
+from streamwise_devstack.fraud import FraudStream, holdout
 from streamwise_devstack.suite import Suite, service_specs
 
 from .loop_client import API_KEY, LoopClient, wait_for

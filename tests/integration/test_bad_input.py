@@ -34,12 +34,12 @@ from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
 from streamwise_core.settings import KafkaSettings, Settings, Topics
 from streamwise_core.signing import Signer
-from tests.threaded_server import serve
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
 from streamwise_predictor.app import create_app as create_predictor
 from streamwise_predictor.settings import PredictorSettings
+from tests.threaded_server import serve
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from streamwise_core.events import EventReceived, LabelReceived
 from streamwise_core.kafka import ensure_topics
 from streamwise_core.settings import DEV_API_KEY, KafkaSettings, Topics
-from tests.threaded_server import serve
 from streamwise_devstack import ExternalKafka, KafkaBroker, TansuBroker
 from streamwise_ingest.app import create_app
 from streamwise_ingest.settings import IngestSettings
+from tests.threaded_server import serve
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.protocol.fetch import FetchRequest
 
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.kafka import client_options, ensure_topics, make_producer

@@ -448,10 +448,8 @@ def stopped_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         url, port = server.url, server.port
     holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
+    with contextlib.suppress(OSError):  # taken already: the tests below will say so
         holder.bind(("127.0.0.1", port))
-    except OSError:
-        pass  # taken already: the tests below will say so
     try:
         yield url
     finally:

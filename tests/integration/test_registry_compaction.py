@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from streamwise_core.registry import AuditEntry, Registry, VersionRow, migrate
-from streamwise_core.registry import repository
+from streamwise_core.registry import AuditEntry, Registry, VersionRow, migrate, repository
 from streamwise_core.registry.repository import make_engine
 from streamwise_core.registry.tables import ModelVersionRow
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from alembic import command
-from alembic.script import ScriptDirectory
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from streamwise_core.appspec import load_app_spec
 from streamwise_core.codec import ModelMeta, verify

@@ -369,8 +369,7 @@ async def test_live_stream_starts_with_the_current_version(backends: Backends) -
     await backends.publish(1)
     await backends.publish(2)
     with served(create_app(backends.settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S, headers=API_KEY) as client:
-            async with client.stream("GET", "/api/v1/live") as response:
-                _, state = await SseReader(response).next_event()
-                assert state["status"] == "current"
-                assert state["current"]["version"] == 2
+        async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S, headers=API_KEY) as client, client.stream("GET", "/api/v1/live") as response:
+            _, state = await SseReader(response).next_event()
+            assert state["status"] == "current"
+            assert state["current"]["version"] == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from river import base, compose, linear_model, preprocessing
 
 from streamwise_core.appspec import AppSpec, FeatureSpec, FeatureType, Task, load_app_spec, parse_app_spec
@@ -99,7 +100,7 @@ def test_spec_error_is_not_retriable() -> None:
 
 
 def test_spec_is_frozen(fraud: AppSpec) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         fraud.name = "other"  # type: ignore[misc]
     assert fraud.name == "fraud"
 
@@ -242,7 +243,7 @@ def test_sklearn_classifier_is_wrapped_and_learns(fraud: AppSpec) -> None:
         model.learn_one(to_model_input(spec, ev.features), ev.label)
     predictions = [model.predict_one(to_model_input(spec, ev.features)) for ev in test]
     assert set(predictions) <= {False, True}
-    accuracy = sum(p == ev.label for p, ev in zip(predictions, test)) / len(test)
+    accuracy = sum(p == ev.label for p, ev in zip(predictions, test, strict=True)) / len(test)
     majority = max(sum(ev.label for ev in test), sum(not ev.label for ev in test)) / len(test)
     assert accuracy > majority + 0.1, (accuracy, majority)
 

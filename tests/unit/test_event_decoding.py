@@ -166,8 +166,10 @@ ODD_EVENTS: list[bytes] = [
     json.dumps(event(features=features(amount=-(2**63) - 1))).encode(),
     json.dumps(event(features=features(amount=float("nan")))).encode(),
     json.dumps(event(features=features(amount=float("inf")))).encode(),
-    b'{"schema_version":1,"kind":"event_received","id":"a","features":{"amount":1e400},"timestamp":"' + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
-    b'{"schema_version":1,"kind":"event_received","id":"a","id":"b","features":{"x":1,"x":2.5},"timestamp":"' + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
+    b'{"schema_version":1,"kind":"event_received","id":"a","features":{"amount":1e400},"timestamp":"'
+    + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
+    b'{"schema_version":1,"kind":"event_received","id":"a","id":"b","features":{"x":1,"x":2.5},"timestamp":"'
+    + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
     b'{"schema_version":1,"kind":"event_received","id":"\\ud800","features":{},"timestamp":"' + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
     b'{"schema_version":1,"kind":"event_received","id":"\xff","features":{},"timestamp":"' + TS.encode() + b'","received_at":"' + TS.encode() + b'"}',
     b"\xef\xbb\xbf" + dumps(event()), b" " + dumps(event()) + b"\n", dumps(event()) + b"x",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,7 @@ def test_offset_timestamp_keeps_the_instant(spec: AppSpec) -> None:
     (event,) = validate_events(spec, [{"features": features(), "timestamp": "2026-03-01T14:00:00+02:00"}], now=NOW)
     assert event.timestamp.utcoffset() == timedelta(hours=2)
     assert event.timestamp == NOW
-    assert event.timestamp.tzinfo is not None and event.timestamp.astimezone(timezone.utc) == NOW
+    assert event.timestamp.tzinfo is not None and event.timestamp.astimezone(UTC) == NOW
 
 
 def test_unknown_top_level_key_is_refused(spec: AppSpec) -> None:

@@ -8,7 +8,14 @@ import tomllib
 from pathlib import Path
 
 from streamwise_devstack.kube_cluster import (
-    DNS_ADDRESS, NODE_ADDRESS, PAUSE_IMAGE, POD_CIDR, _cni_config, _containerd_config, _corefile, _kubelet_config,
+    DNS_ADDRESS,
+    NODE_ADDRESS,
+    PAUSE_IMAGE,
+    POD_CIDR,
+    _cni_config,
+    _containerd_config,
+    _corefile,
+    _kubelet_config,
 )
 
 

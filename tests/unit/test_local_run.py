@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+
 from streamwise_devstack.local_run import LocalRun, RunOptions
 from streamwise_devstack.run_folder import (
     AlreadyRunning,

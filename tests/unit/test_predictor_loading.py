@@ -209,7 +209,7 @@ def test_collector_state_is_restored_when_unpickling_fails(freeze: bool) -> None
 def test_without_gc_freeze_nothing_is_frozen_nor_held_back(fraud_model: Any) -> None:
     thresholds = gc.get_threshold()
     ModelLoader(LoadPolicy(gc_freeze=False)).load(pack([fraud_model, ThresholdProbe()], meta(), SIGNER), SIGNER)
-    assert THRESHOLDS_SEEN == [thresholds] and gc.get_freeze_count() == 0
+    assert [thresholds] == THRESHOLDS_SEEN and gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("step", [

@@ -145,7 +145,7 @@ def test_binary_predictions_are_probabilities_over_true_and_false(fraud_model: A
     instances = [Instance(id=g.id, features=g.features) for g in generated]
     preds = predict_instances(SPEC, served, instances)
     assert [p.id for p in preds] == [g.id for g in generated]
-    for p, g in zip(preds, generated):
+    for p, g in zip(preds, generated, strict=True):
         assert p.probabilities is not None
         assert set(p.probabilities) == {"true", "false"}
         assert sum(p.probabilities.values()) == pytest.approx(1.0)
@@ -156,7 +156,7 @@ def test_binary_predictions_are_probabilities_over_true_and_false(fraud_model: A
         assert p.probabilities["true"] == pytest.approx(expected[True])
     # A trained model is not a coin flip, and it tells fraud apart on most events.
     assert len({round(p.probabilities["true"], 6) for p in preds}) > 30
-    accuracy = sum(p.prediction == g.label for p, g in zip(preds, generated)) / len(generated)
+    accuracy = sum(p.prediction == g.label for p, g in zip(preds, generated, strict=True)) / len(generated)
     assert accuracy >= 0.75
 
 

@@ -8,11 +8,11 @@ import asyncio
 from streamwise_core.codec import ModelMeta
 from streamwise_core.events import PredictionMade
 from streamwise_core.pipeline import build_model
+from streamwise_core.schema import model_input_reader
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ModelHolder, ServedModel
 from streamwise_predictor.service import Checked, predict_checked
 from streamwise_predictor.shadow import ShadowModels, ShadowScorer
-from streamwise_core.schema import model_input_reader
 
 from .trainer_support import trainer_settings
 
@@ -54,7 +54,7 @@ def test_a_sampled_request_is_scored_by_every_challenger_with_the_champions_ids(
     made = [PredictionMade.model_validate_json(v) for _, v in recorder.records]
     assert [(m.model, m.id) for m in made] == [(c.meta.model, a["id"]) for c in challengers for a in answers]
     assert all(m.shadow and m.version == 7 for m in made)
-    expected = predict_checked(SPEC, challengers[0], [Checked(a["id"], i.x) for a, i in zip(answers, items)])
+    expected = predict_checked(SPEC, challengers[0], [Checked(a["id"], i.x) for a, i in zip(answers, items, strict=True)])
     assert [m.probabilities for m in made[:3]] == [e["probabilities"] for e in expected]
 
 

@@ -254,7 +254,7 @@ def test_signing_key_map_keeps_order_and_first_signs() -> None:
 @pytest.mark.parametrize("value", ["nokeyid", ":" + NEW.decode(), "k1:short", "k1:" + NEW.decode() + ",", "k1"])
 def test_malformed_signing_keys_are_refused(value: str) -> None:
     with pytest.raises(ValueError, match="key_id:secret"):
-        Settings(environment="development", signing_keys=SecretStr(value)).signing_key_map
+        _ = Settings(environment="development", signing_keys=SecretStr(value)).signing_key_map
 
 
 def test_production_refuses_the_dev_signing_key() -> None:

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from aiokafka.partitioner import DefaultPartitioner
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
 from streamwise_core.events import PredictionMade
-from streamwise_core.http import RequestRoute, ApiKeyGate, require_api_key
-from aiokafka.partitioner import DefaultPartitioner
-
+from streamwise_core.http import ApiKeyGate, RequestRoute, require_api_key
 from streamwise_core.kafka import send_batches
 from streamwise_ingest import sink as ingest_sink
 from streamwise_ingest.app import create_app as create_ingest

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, DriftSpec, StepSpec, Task, load_app_spec, parse_app_spec
+from streamwise_core.appspec import AppSpec, DriftSpec, StepSpec, Task, load_app_spec, parse_app_spec, primary_metric
 from streamwise_core.codec import pack, unpack
 from streamwise_core.errors import BlobRefused
 from streamwise_core.events import EventReceived, LabelReceived
@@ -27,7 +27,6 @@ from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState, che
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.join import Example, LabelJoin
 from streamwise_trainer.learner import OnlineLearner
-from streamwise_core.appspec import primary_metric
 from streamwise_trainer.metrics import ProgressiveMetrics
 
 from .trainer_support import learn_scored
@@ -78,7 +77,7 @@ def assert_same_predictions(a: list[dict[Any, float]], b: list[dict[Any, float]]
     """Equal up to float rounding: river's OneHotEncoder keeps categories in a set whose iteration
     order may change through pickling, which reorders a sum and moves the last bit or so."""
     assert len(a) == len(b)
-    for pa, pb in zip(a, b):
+    for pa, pb in zip(a, b, strict=True):
         assert pa.keys() == pb.keys()
         assert pa == pytest.approx(pb, rel=1e-12, abs=1e-15)
 
@@ -506,7 +505,7 @@ def test_snapshot_restore_continue_is_identical(stream: list[GeneratedEvent]) ->
     assert_same_predictions(predictions(restored, xs), predictions(original, xs))
     # ... and they did learn something after the restore.
     at_snapshot = [unpack(snap.model, SIGNER)[1].predict_proba_one(x) for x in xs]
-    assert max(abs(p[True] - q[True]) for p, q in zip(predictions(restored, xs), at_snapshot)) > 1e-3
+    assert max(abs(p[True] - q[True]) for p, q in zip(predictions(restored, xs), at_snapshot, strict=True)) > 1e-3
     assert restored.snapshot(SIGNER).meta.version == 2
 
 

@@ -18,6 +18,7 @@ from streamwise_trainer.observability import TrainerCollector, register_observab
 from .test_telemetry import value
 from .trainer_support import MODEL, FakeClock, records, runtime_without_clients, trainer_settings
 
+
 def scrape(registry: CollectorRegistry) -> str:
     return exposition(registry, None, all_workers=False)[0].decode()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -14,10 +15,8 @@ async def test_a_task_that_loses_a_cancellation_is_cancelled_again_until_it_ends
     reached_second_wait = asyncio.Event()
 
     async def loses_the_first_cancel() -> None:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the cancel is lost
             await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass  # as a cancel that lands while an inner wait completes is lost
         reached_second_wait.set()
         await asyncio.sleep(3600)
 

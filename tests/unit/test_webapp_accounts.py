@@ -14,7 +14,14 @@ from fastapi import HTTPException
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.registry import migrate
 from streamwise_webapp.accounts import (
-    API_KEY_PREFIX, AccountError, Accounts, Role, check_password, csrf_token, hash_password, token_digest,
+    API_KEY_PREFIX,
+    AccountError,
+    Accounts,
+    Role,
+    check_password,
+    csrf_token,
+    hash_password,
+    token_digest,
 )
 from streamwise_webapp.auth import LoginThrottle, Principal, check_csrf, same_origin
 

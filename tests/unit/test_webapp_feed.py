@@ -9,8 +9,17 @@ import pytest
 
 from streamwise_core.events import EventReceived
 from streamwise_webapp.feed import (
-    CounterRates, DeadLetterItem, DeadLetterLog, FeedBuffer, FeedItem, Feedback, FreshnessTracker, RateMeter, Sampler,
-    confidence, reason_class,
+    CounterRates,
+    DeadLetterItem,
+    DeadLetterLog,
+    Feedback,
+    FeedBuffer,
+    FeedItem,
+    FreshnessTracker,
+    RateMeter,
+    Sampler,
+    confidence,
+    reason_class,
 )
 from streamwise_webapp.livefeed import feed_items
 from streamwise_webapp.system import KafkaStatus, ServiceHealth, StateBuilder

@@ -34,7 +34,8 @@ class Scoreboard:
     def compare(self, champion: str, challenger: str, window: int) -> Comparison:
         """Mean errors of both over the most recent (by the champion's order) ``window``
         examples both have scored."""
-        ours, theirs = self._errors.get(champion, {}), self._errors.get(challenger, {})
+        empty: OrderedDict[str, float] = OrderedDict()
+        ours, theirs = self._errors.get(champion, empty), self._errors.get(challenger, empty)
         n = 0
         champion_sum = challenger_sum = 0.0
         for example_id in reversed(ours):

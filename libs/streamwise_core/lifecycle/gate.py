@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,9 +22,9 @@ from ..appspec import Task, primary_metric
 HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc", "macro_f1"})
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
 
-SERVED = "served"
-HELD_BACK = "held_back"
 Status = Literal["served", "held_back"]
+SERVED: Final = "served"
+HELD_BACK: Final = "held_back"
 
 
 class GateSettings(BaseModel):

@@ -6,11 +6,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Engine, Integer, create_engine, delete, event, func, select, update
+from sqlalchemy import BigInteger, CursorResult, Engine, Integer, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -347,7 +347,7 @@ class Registry(RosterRepository):
         )
         try:
             with Session(self._engine) as session, session.begin():
-                return bool(session.execute(stmt).rowcount)
+                return bool(cast(CursorResult[Any], session.execute(stmt)).rowcount)
         except OperationalError as exc:
             raise BackendUnavailable(f"registry: {exc.orig}") from exc
 

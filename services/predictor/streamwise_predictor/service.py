@@ -20,14 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
-from streamwise_core.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
-from streamwise_core.inference import label_key, predict
 from streamwise_core.events import ID as _ID
 from streamwise_core.events import ID_PATTERN
+from streamwise_core.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
+from streamwise_core.inference import label_key, predict
 from streamwise_core.schema import feature_errors, features_json_schema, model_input_reader, to_model_input
 
 from .holder import ServedModel
-
 
 
 class Instance(BaseModel):
@@ -239,7 +238,7 @@ def predict_checked(spec: AppSpec, served: ServedModel, items: list[Checked]) ->
     Each dict's keys are ``id``, ``prediction``, ``probabilities``, in that order
     (``prediction_records`` relies on it)."""
     out = []
-    unscorable = []
+    unscorable: list[dict[str, object]] = []
     model, task = served.model, spec.task
     for index, (item_id, x) in enumerate(items):
         y, proba = predict(model, task, x)

@@ -10,19 +10,19 @@ from typing import Any
 import faust
 from faust.app.base import BootStrategy
 
+from streamwise_core.codec import verify
 from streamwise_core.http import API_KEY_HEADER, api_key_matches
 from streamwise_core.kafka import ensure_app_topics
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.codec import verify
 from streamwise_core.lifecycle.roster import StartPosition
+from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
 
+from .consumer import start_positions
 from .core import Trainer
 from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
-from .consumer import start_positions
 from .writer import acquire as acquire_lease
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def create_app(settings: TrainerSettings, runtime: TrainerRuntime | Any) -> faus
     async def publish_on_time() -> None:
         await runtime.tick()
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust awaits a coroutine receiver
     async def close_clients(app: faust.App, **_: Any) -> None:
         await runtime.stop()
 

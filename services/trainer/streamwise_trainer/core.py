@@ -171,7 +171,7 @@ class Trainer:
                 if self._first_time(outcome.id):
                     examples.append((index, outcome))
             elif outcome is not None:
-                rejected.append((index, outcome))
+                rejected.append((index, outcome))  # type: ignore[arg-type]  # `type() is` (the hot path) does not narrow
         if examples:
             self._learn_all(before, records, examples, rejected)
         return [problem for _, problem in rejected]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -15,8 +16,8 @@ from aiokafka.errors import KafkaError
 from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import ModelPublished
-from streamwise_core.modelstore import ModelStore
 from streamwise_core.lifecycle import SERVED, GateDecision
+from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.retention import Retention
 
@@ -195,9 +196,9 @@ class Publisher:
             self._recorded_since_compaction += 1
         self._backoff_s = 0.0
         self._retry_at = 0.0
-        if self._retention is not None and self._recorded_since_compaction >= COMPACT_EVERY:
-            if self._compactor is None or self._compactor.done():
-                self._compactor = asyncio.get_running_loop().create_task(self._compact(meta.app, meta.model))
+        due = self._retention is not None and self._recorded_since_compaction >= COMPACT_EVERY
+        if due and (self._compactor is None or self._compactor.done()):
+            self._compactor = asyncio.get_running_loop().create_task(self._compact(meta.app, meta.model))
 
     async def _compact(self, app: str, model: str) -> None:
         """Bound the model's registry rows (in the background: a first compaction of a large
@@ -229,7 +230,5 @@ class Publisher:
         for task in (self._flusher, self._compactor):
             if task is not None and not task.done():
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass

@@ -327,7 +327,8 @@ async def _cancelled(task: asyncio.Task[None], name: str, *, again_after_s: floa
 
 def _awaiting(task: asyncio.Task[None]) -> list[str]:
     """Where ``task`` waits: its chain of awaited coroutines, outermost first."""
-    found, coro = [], task.get_coro()
+    found: list[str] = []
+    coro: Any = task.get_coro()
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is not None:

@@ -15,8 +15,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import Boolean, DateTime, Engine, ForeignKey, Integer, String, delete, select, update
+from sqlalchemy import Boolean, CursorResult, DateTime, Engine, ForeignKey, Integer, String, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -332,10 +333,10 @@ class Accounts:
 
     def revoke_api_key(self, name: str) -> None:
         with _guard(), self._session() as session, session.begin():
-            done = session.execute(
+            done = cast(CursorResult[Any], session.execute(
                 update(ApiKeyRow).where(ApiKeyRow.name == name, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=self._now())
-            ).rowcount
+            )).rowcount
         if not done:
             raise AccountError(404, f"no active API key named {name!r}")
 
@@ -360,7 +361,6 @@ class _guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, OperationalError | ProgrammingError):
             raise BackendUnavailable(f"accounts: {getattr(exc, 'orig', exc)}") from exc
-        return False

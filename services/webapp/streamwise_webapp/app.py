@@ -16,10 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-
-from streamwise_core.errors import BackendUnavailable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from streamwise_core.errors import BackendUnavailable
 from streamwise_core.http import BodyLimit, install_error_handlers, problem_body
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Registry

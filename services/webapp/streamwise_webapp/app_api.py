@@ -18,14 +18,14 @@ from streamwise_core.schema import feature_errors, label_error
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep
-from .feed import FeedItem, Feedback, Label, confidence
+from .feed import Feedback, FeedItem, Label, confidence
 from .upstream import UpstreamRefused
 from .views import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["application"])
 Viewer = Annotated[Principal, Depends(require_viewer)]
 Operator = Annotated[Principal, Depends(require_operator)]
-UNAVAILABLE = {503: {"model": Problem, "description": "Kafka or the predictor is unavailable."}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "Kafka or the predictor is unavailable."}}
 
 
 class FeatureField(BaseModel):

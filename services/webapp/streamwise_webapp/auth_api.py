@@ -13,7 +13,13 @@ from streamwise_core.registry import AuditEntry
 
 from .accounts import USERNAME_PATTERN, AccountError, ApiKey, Role, User
 from .auth import (
-    AUTH_RESPONSES, SESSION_COOKIE, Principal, authenticator_of, require_admin, require_viewer, same_origin,
+    AUTH_RESPONSES,
+    SESSION_COOKIE,
+    Principal,
+    authenticator_of,
+    require_admin,
+    require_viewer,
+    same_origin,
     session_scheme,
 )
 from .deps import ServicesDep

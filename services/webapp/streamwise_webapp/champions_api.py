@@ -29,7 +29,7 @@ Viewer = Annotated[Principal, Depends(require_viewer)]
 Operator = Annotated[Principal, Depends(require_operator)]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
-UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}}
 
 
 class ModelInfo(BaseModel):

@@ -25,8 +25,8 @@ Operator = Annotated[Principal, Depends(require_operator)]
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ModelName = Annotated[str, Path(pattern=MODEL_PATTERN, description="The model's name, as in the app spec.")]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="The version's number.")]
-NOT_FOUND = {404: {"model": Problem, "description": "No such model."}}
-UNAVAILABLE = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}, **AUTH_RESPONSES}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such model."}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "Redis or the registry is unavailable."}, **AUTH_RESPONSES}
 BAD_QUERY: dict[int | str, dict[str, Any]] = {}
 """422 for a query parameter out of range: FastAPI documents it."""
 MAX_MOVE_BODY = 16 * 1024
@@ -315,12 +315,12 @@ def build_router() -> APIRouter:
     writes = APIRouter(prefix="/api/v1", tags=["lifecycle"])
     for action in ("rollback", "promote"):
         writes.add_api_route(
-            f"/models/{{model}}/{action}", _move_route(action), methods=["POST"],  # type: ignore[arg-type]
+            f"/models/{{model}}/{action}", _move_route(action), methods=["POST"],
             responses=MOVE_RESPONSES, response_model=MoveResult, openapi_extra=MOVE_BODY_SCHEMA,
         )
     for pin_action in ("pin", "unpin"):
         writes.add_api_route(
-            f"/models/{{model}}/versions/{{version}}/{pin_action}", _pin_route(pin_action),  # type: ignore[arg-type]
+            f"/models/{{model}}/versions/{{version}}/{pin_action}", _pin_route(pin_action),
             methods=["POST"], responses=PIN_RESPONSES, response_model=PinResult, openapi_extra=_body_schema(Reason),
         )
     combined = APIRouter()

@@ -25,7 +25,8 @@ def feed_items(events: list[EventReceived], answer: dict[str, object] | None, pr
     model = version = None
     if answer is not None:
         model, version = answer.get("model"), answer.get("version")
-        by_id = {str(p["id"]): p for p in answer.get("predictions", [])}  # type: ignore[union-attr, index]
+        predictions: list[dict[str, object]] = answer.get("predictions", [])  # type: ignore[assignment]  # the predictor's JSON
+        by_id = {str(p["id"]): p for p in predictions}
     items = []
     for event in events:
         p = by_id.get(event.id)

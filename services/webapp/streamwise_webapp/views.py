@@ -10,10 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamwise_core.appspec import Task
+from streamwise_core.appspec import RECENT_WINDOW, Task, primary_metric
 from streamwise_core.codec import ModelMeta
 from streamwise_core.registry import VersionRow
-from streamwise_core.appspec import RECENT_WINDOW, primary_metric
 
 RECENT_SUFFIX = "_recent"
 

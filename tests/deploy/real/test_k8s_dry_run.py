@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from streamwise_devstack.kube_apiserver import KubeApiServer
-
 from tests.e2e.loop_client import wait_for
 
 from ..strimzi_schemas import CRD_DIR

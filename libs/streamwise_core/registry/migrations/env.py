@@ -14,6 +14,7 @@ config = context.config
 
 def run() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "migrate() sets sqlalchemy.url"
     roles = config.attributes.get("grant_roles")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
