@@ -34,12 +34,12 @@ if str(BENCH_DIR) not in sys.path:
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import typer  # noqa: E402
+from _load import ROOT, percentile  # noqa: E402
 from aiokafka.errors import KafkaError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _load import ROOT, percentile  # noqa: E402
 from streamwise_core.events import EventReceived, utcnow  # noqa: E402
 from streamwise_core.settings import DEV_API_KEY, Topics  # noqa: E402
 from streamwise_devstack import KafkaBroker, RedisServer, create_topics, free_port  # noqa: E402

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 import os
 import time
@@ -37,13 +38,13 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import _common as c
 import aiohttp
 import typer
+from _common import console
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-import _common as c
-from _common import console
 from streamwise_core.codec import ModelMeta
 from streamwise_core.kafka import make_producer
 from streamwise_core.modelstore import ModelStore
@@ -217,10 +218,8 @@ async def pipeline(
                 if announced and max(announced) > current:
                     await asyncio.sleep(poll_s)
                 else:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(news.wait(), 0.1)
-                    except TimeoutError:
-                        pass
 
         async def sample(task: Any) -> None:
             while not stop.is_set():

@@ -35,13 +35,13 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import _common as c
+import _load
 import aiohttp
 import typer
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-import _common as c
-import _load
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.kafka import make_producer, send_batches
 from streamwise_core.settings import KafkaSettings
@@ -204,11 +204,10 @@ def main(
                    "each group's deliveries awaited (the issue's target)",
             "sink": "streamwise_ingest.sink.KafkaSink (group commit) on make_producer: ingest without HTTP and validation"}}
     host = c.host_info()
-    with c.infra(keep_run_dir=keep_run_dir) as infra:
-        with infra.services(["ingest"]) as svc, c.progress_bar() as progress:
-            topics = {"raw": f"{svc.prefix}.raw-events", "sink": f"{svc.prefix}.sink-events"}
-            infra.create_topics(list(topics.values()))
-            rows = asyncio.run(measure(svc.url("ingest"), svc.pid("ingest"), infra.bootstrap, topics, meta, progress=progress, profile=profile))
+    with c.infra(keep_run_dir=keep_run_dir) as infra, infra.services(["ingest"]) as svc, c.progress_bar() as progress:
+        topics = {"raw": f"{svc.prefix}.raw-events", "sink": f"{svc.prefix}.sink-events"}
+        infra.create_topics(list(topics.values()))
+        rows = asyncio.run(measure(svc.url("ingest"), svc.pid("ingest"), infra.bootstrap, topics, meta, progress=progress, profile=profile))
     host["loadavg_end"] = c.host_info()["loadavg"]
     report(f"ingest: acknowledged events/s over HTTP vs a raw aiokafka producer (--raw {raw}; the issue's target: "
            f"ingest ≥ {TARGET_RATIO:g} × raw) and vs ingest's own KafkaSink without HTTP (a stronger bound); same acks, broker, "

@@ -28,15 +28,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
+import _common as c
 import httpx
 import typer
 from aiokafka import AIOKafkaProducer
-from river import evaluate, metrics
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from river import evaluate, metrics
 
-import _common as c
 from streamwise_core.appspec import parse_app_spec
 from streamwise_core.events import EventReceived, utcnow
 from streamwise_core.kafka import ensure_topics
@@ -214,7 +214,8 @@ def main(
     events: Annotated[int, typer.Option(help="Labelled events per model")] = 20_000,
     models: Annotated[str, typer.Option(help="Comma-separated: linear,hoeffding,arf")] = "linear,hoeffding,arf",
     smoke: Annotated[bool, typer.Option(help="Tiny run for CI")] = False,
-    trainer_env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the trainer's environment (repeatable), e.g. STREAMWISE_PUBLISH_EVERY_MS=1000")] = None,
+    trainer_env: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for the trainer's environment (repeatable), e.g. STREAMWISE_PUBLISH_EVERY_MS=1000")] = None,
 ) -> None:
     if smoke:
         events, models = 3000, "linear"

@@ -28,12 +28,12 @@ import math
 import time
 from typing import Annotated, Any
 
-import httpx
-import typer
-
 import _common as c
 import _load
+import httpx
+import typer
 from _common import console
+
 from streamwise_core.modelstore import ModelStore
 
 SERVICES = ("ingest", "trainer", "predictor", "webapp")
@@ -210,12 +210,11 @@ def main(
     stage_items = [items[:events], items[events:]]
     window = max(batch, events // 2 // batch * batch)
     meta = {"events": events, "growth": growth, "batch": batch, "senders": senders, "settle_s": settle, "window_events": window}
-    with c.infra(keep_run_dir=keep_run_dir) as infra:
-        with infra.services(list(SERVICES)) as svc, c.progress_bar() as progress:
-            pids = {name: svc.pid(name) for name in SERVICES} | {"kafka": infra.broker.pid, "redis": infra.redis.pid}
-            result = asyncio.run(measure(
-                svc, infra.redis.url, pids, [[c.json_body(g) for g in c.chunks(s, batch)] for s in stage_items],
-                [len(s) for s in stage_items], senders=senders, settle_s=settle, window=window, batch=batch, progress=progress))
+    with c.infra(keep_run_dir=keep_run_dir) as infra, infra.services(list(SERVICES)) as svc, c.progress_bar() as progress:
+        pids = {name: svc.pid(name) for name in SERVICES} | {"kafka": infra.broker.pid, "redis": infra.redis.pid}
+        result = asyncio.run(measure(
+            svc, infra.redis.url, pids, [[c.json_body(g) for g in c.chunks(s, batch)] for s in stage_items],
+            [len(s) for s in stage_items], senders=senders, settle_s=settle, window=window, batch=batch, progress=progress))
     report(result, meta)
     console.print(f"web app visitor: {result['visitor']['live_events']} live events, {result['visitor']['pages']} pages")
     c.write_results("memory", smoke, {"host": c.host_info(), "settings": meta, **result})

@@ -24,13 +24,13 @@ import pickle
 from pathlib import Path
 from typing import Annotated, Any
 
+import _common as c
+import _load
 import aiohttp
 import httpx
 import typer
-
-import _common as c
-import _load
 from _common import console
+
 from streamwise_core.modelstore import ModelStore
 from streamwise_core.settings import Settings
 from streamwise_core.signing import Signer

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import _common as c
+import _load
 import aiohttp
 import httpx
 import orjson
@@ -51,19 +53,17 @@ import psutil
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 import typer
+from _common import console
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from memory import Visitor
 from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.pool import NullPool
 
-import _common as c
-import _load
-from _common import console
-from memory import Visitor
 from streamwise_core.settings import DEV_API_KEY, Topics
 from streamwise_devstack import PostgresServer
 from streamwise_devstack.demo_stream import StreamSummary, stream
@@ -580,12 +580,12 @@ def main(
     )
     plan = replace(plan, drift_at=drift_at if drift_at is not None else int(plan.rate / plan.senders * plan.seconds * 0.05))
     with (c.infra(keep_run_dir=keep_run_dir, broker_config=BROKER_CONFIG) as infra,
-          registry_server(infra, database) as (db_url, db_pid)):
-        with infra.services(list(SERVICES), extra_env=plan.env(), app_spec=APP_SPEC, database_url=db_url) as svc:
-            pids = {name: svc.pid(name) for name in SERVICES} | {"kafka": infra.broker.pid, "redis": infra.redis.pid}
-            if db_pid is not None:
-                pids["postgres"] = db_pid
-            result = asyncio.run(run(svc, infra, plan, svc.env["STREAMWISE_DATABASE_URL"], pids))
+          registry_server(infra, database) as (db_url, db_pid),
+          infra.services(list(SERVICES), extra_env=plan.env(), app_spec=APP_SPEC, database_url=db_url) as svc):
+        pids = {name: svc.pid(name) for name in SERVICES} | {"kafka": infra.broker.pid, "redis": infra.redis.pid}
+        if db_pid is not None:
+            pids["postgres"] = db_pid
+        result = asyncio.run(run(svc, infra, plan, svc.env["STREAMWISE_DATABASE_URL"], pids))
     result["verdict"] = verdicts(result["samples"], plan)
     result["series"] = series(result["samples"])
     report(result, plan)

@@ -39,13 +39,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))  # `_load` here and in the spawned load process
 
+import _load  # noqa: E402
 import httpx  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-import _load  # noqa: E402
 from streamwise_core.modelstore import ModelStore  # noqa: E402
 from streamwise_core.settings import Settings, Topics  # noqa: E402
 from streamwise_core.signing import Signer  # noqa: E402
@@ -231,7 +231,9 @@ def report(result: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         "steady_longest_gap_ms": phases[0]["longest_gap_ms"],
         "steady_window_gap_ms": {"p50": _load.percentile(floor, 50), "max": max(floor, default=math.nan), "n": len(floor), "window_s": width},
         "large_swap_gap_ms": {"p50": _load.percentile(gaps_large, 50), "max": max(gaps_large, default=math.nan), "n": len(gaps_large)},
-        "small_in_swap_large_gap_ms": {"p50": _load.percentile(gaps_small_in_large, 50), "max": max(gaps_small_in_large, default=math.nan), "n": len(gaps_small_in_large)},
+        "small_in_swap_large_gap_ms": {
+            "p50": _load.percentile(gaps_small_in_large, 50), "max": max(gaps_small_in_large, default=math.nan), "n": len(gaps_small_in_large),
+        },
         "small_swap_gap_ms": {"p50": _load.percentile(gaps_small, 50), "max": max(gaps_small, default=math.nan), "n": len(gaps_small)},
     }
     console.print(
