@@ -209,7 +209,12 @@ class MigrationSettings(Settings):
 
 
 class Topics(BaseModel):
-    """Topic names of one application."""
+    """Topic names of one application.
+
+    >>> topics = Topics.for_app("streamwise", "fraud")
+    >>> topics.events, topics.dead_letters
+    ('streamwise.fraud.events', 'streamwise.fraud.dead-letters')
+    """
 
     events: str
     labels: str

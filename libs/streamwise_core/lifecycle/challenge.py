@@ -14,7 +14,17 @@ from ..appspec import PromotionSpec, Task
 
 
 class Scoreboard:
-    """Recent per-example errors of every model, keyed by event id."""
+    """Recent per-example errors of every model, keyed by event id.
+
+    >>> board = Scoreboard(capacity=100)
+    >>> for i, (ours, theirs) in enumerate([(1.0, 0.0), (0.0, 0.0), (1.0, 1.0), (1.0, 0.0)]):
+    ...     board.record("fraud-lr", f"e{i}", ours)
+    ...     board.record("fraud-tree", f"e{i}", theirs)
+    >>> board.record("fraud-lr", "e4", 1.0)  # not scored by the challenger: not compared
+    >>> found = board.compare("fraud-lr", "fraud-tree", window=3)  # the three most recent in common
+    >>> found.common, found.champion_error, found.challenger_error, found.advantage
+    (3, 0.6666666666666666, 0.3333333333333333, 0.3333333333333333)
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity

@@ -94,7 +94,20 @@ def decide(
     served_metrics: Mapping[str, float] | None, served_examples: int, settings: GateSettings,
     same: SameExamples | None = None,
 ) -> GateDecision:
-    """Serve the candidate, or hold it back with the reason."""
+    """Serve the candidate, or hold it back with the reason.
+
+    Compared at publication (``compare="publish"``), on each version's recent accuracy:
+
+    >>> at_publication = GateSettings(enabled=True, compare="publish", tolerance=0.02, min_examples=1000)
+    >>> served = {"accuracy_recent": 0.95}
+    >>> decide(Task.BINARY, {"accuracy_recent": 0.94}, 5000, served, 4000, at_publication).status
+    'served'
+    >>> held = decide(Task.BINARY, {"accuracy_recent": 0.90}, 5000, served, 4000, at_publication)
+    >>> held.status, held.reason
+    ('held_back', 'accuracy_recent 0.9000 is worse than served 0.9500 by more than 0.02')
+    >>> decide(Task.BINARY, {"accuracy_recent": 0.5}, 5000, None, 0, at_publication).reason
+    'nothing served yet'
+    """
     base = settings.metric or primary_metric(task)
     key = f"{base}_recent"
     if not settings.enabled:

@@ -26,7 +26,21 @@ class ServedModel:
 
 class ModelHolder:
     """Requests read ``current`` once and use that object throughout, so a swap in
-    between never mixes two versions; the event loop makes the assignment atomic."""
+    between never mixes two versions; the event loop makes the assignment atomic.
+
+    >>> from types import SimpleNamespace
+    >>> def served(version, generation=0, champion_generation=0):
+    ...     return ServedModel(SimpleNamespace(version=version), None, generation, champion_generation)
+    >>> holder = ModelHolder()
+    >>> holder.offer(served(3)), holder.version
+    (True, 3)
+    >>> holder.offer(served(2))  # a stale announcement never takes it back
+    False
+    >>> holder.offer(served(2, generation=1)), holder.version  # a rollback: a newer pointer generation
+    (True, 2)
+    >>> holder.offer(served(1, champion_generation=1)), holder.swaps  # a new champion
+    (True, 3)
+    """
 
     def __init__(self) -> None:
         self.current: ServedModel | None = None

@@ -19,6 +19,20 @@ class LabelJoin:
 
     Both buffers are bounded; the oldest entry is dropped first and counted, so memory
     stays flat when most events never get a label.
+
+    >>> join = LabelJoin(capacity=2)
+    >>> join.on_event("a", {"amount": 12.5}, None) is None  # no label yet: the features wait
+    True
+    >>> join.on_label("a", True)
+    Example(id='a', x={'amount': 12.5}, y=True)
+    >>> join.on_label("b", False) is None  # a label before its event waits too
+    True
+    >>> join.on_event("b", {"amount": 3.0}, None)
+    Example(id='b', x={'amount': 3.0}, y=False)
+    >>> for i in range(3):
+    ...     _ = join.on_event(f"e{i}", {}, None)
+    >>> join.waiting_features, join.evicted  # the oldest is dropped, and counted
+    (2, 1)
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
