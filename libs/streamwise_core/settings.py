@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from .appspec import AppSpec, load_app_spec
 from .lifecycle.gate import GateSettings
 from .retention import Retention
-from .topic_config import TopicRetention
+from .topic_config import TopicRetention, Topics
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"
@@ -206,32 +206,3 @@ class MigrationSettings(Settings):
     """The registry's owner migrating it, a one-shot step: it uses the database only."""
 
     links: ClassVar[frozenset[Literal["kafka", "redis", "database"]]] = frozenset({"database"})
-
-
-class Topics(BaseModel):
-    """Topic names of one application.
-
-    >>> topics = Topics.for_app("streamwise", "fraud")
-    >>> topics.events, topics.dead_letters
-    ('streamwise.fraud.events', 'streamwise.fraud.dead-letters')
-    """
-
-    events: str
-    labels: str
-    predictions: str
-    models: str
-    dead_letters: str
-
-    @classmethod
-    def for_app(cls, prefix: str, app: str) -> Topics:
-        base = f"{prefix}.{app}"
-        return cls(
-            events=f"{base}.events",
-            labels=f"{base}.labels",
-            predictions=f"{base}.predictions",
-            models=f"{base}.models",
-            dead_letters=f"{base}.dead-letters",
-        )
-
-    def all(self) -> list[str]:
-        return [self.events, self.labels, self.predictions, self.models, self.dead_letters]

@@ -1,4 +1,4 @@
-"""Kafka configs of an application's topics: the one source for every place that creates them.
+"""The names and Kafka configs of an application's topics: the one source for every place that creates them.
 
 The trainer and compose's ``topics`` step create the topics with these (``kafka.ensure_app_topics``,
 which also converges a topic created earlier with other values); the Strimzi ``KafkaTopic`` objects in
@@ -7,15 +7,39 @@ deploy/k8s/overlays/prod repeat them, and tests/deploy/test_topic_config.py chec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, NonNegativeInt, PositiveInt
-
-if TYPE_CHECKING:
-    from .settings import Topics
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+
+
+class Topics(BaseModel):
+    """Topic names of one application.
+
+    >>> topics = Topics.for_app("streamwise", "fraud")
+    >>> topics.events, topics.dead_letters
+    ('streamwise.fraud.events', 'streamwise.fraud.dead-letters')
+    """
+
+    events: str
+    labels: str
+    predictions: str
+    models: str
+    dead_letters: str
+
+    @classmethod
+    def for_app(cls, prefix: str, app: str) -> Topics:
+        base = f"{prefix}.{app}"
+        return cls(
+            events=f"{base}.events",
+            labels=f"{base}.labels",
+            predictions=f"{base}.predictions",
+            models=f"{base}.models",
+            dead_letters=f"{base}.dead-letters",
+        )
+
+    def all(self) -> list[str]:
+        return [self.events, self.labels, self.predictions, self.models, self.dead_letters]
 
 
 class TopicRetention(BaseModel):

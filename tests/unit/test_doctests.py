@@ -7,12 +7,12 @@ from types import ModuleType
 
 import pytest
 
-from streamwise_core import modelstore, settings
+from streamwise_core import modelstore, topic_config
 from streamwise_core.lifecycle import challenge, gate
 from streamwise_predictor import holder
 from streamwise_trainer import join
 
-MODULES: list[ModuleType] = [modelstore, settings, challenge, gate, holder, join]
+MODULES: list[ModuleType] = [modelstore, topic_config, challenge, gate, holder, join]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
