@@ -219,13 +219,6 @@ def check_instances(spec: AppSpec, instances: list[Instance]) -> None:
         raise ValidationFailed(errors)
 
 
-def predict_instances(spec: AppSpec, served: ServedModel, instances: list[Instance]) -> list[Prediction]:
-    """Predictions of one model version for all ``instances``."""
-    read_input = model_input_reader(spec)
-    checked = [Checked(i.id, read_input(i.features) or to_model_input(spec, i.features)) for i in instances]
-    return [Prediction(**answer) for answer in predict_checked(spec, served, checked)]
-
-
 Answer = dict[str, Any]
 """A prediction as its JSON object: ``id``, ``prediction``, ``probabilities`` (``Prediction``'s fields)."""
 _PREDICTION_VALUE: TypeAdapter[bool | str | float | None] = TypeAdapter(bool | str | float | None)

@@ -351,7 +351,3 @@ class Trainer:
         state.published_examples = state.learner.examples_seen
         state.published_changes = state.learner.changes
         return cls(spec, topics, state, dedupe_window=dedupe_window)
-
-
-def checkpoint_size(state: TrainerState) -> int:
-    return len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
