@@ -7,9 +7,11 @@ import dataclasses
 import pickle
 
 import pytest
+from pydantic import ValidationError
 
 from streamwise_trainer import runtime as runtime_module
 from streamwise_trainer.core import Record, Rejected, Trainer
+from streamwise_trainer.settings import TrainerSettings
 
 from .trainer_support import SIGNER, FakeClock, records, runtime_without_clients
 
@@ -35,9 +37,10 @@ def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() ->
     assert published(runtime) == [(1, True), (2, False), (3, False), (4, False), (5, True)]
 
 
-def test_serialising_takes_at_most_the_configured_share_of_the_time() -> None:
+@pytest.mark.parametrize(("share", "first_run"), [(0.01, 20), (0.005, 40)])
+def test_serialising_takes_at_most_the_configured_share_of_the_time(share: float, first_run: int) -> None:
     clock, cpu = FakeClock(), FakeClock()
-    runtime = runtime_without_clients(clock=clock, cpu_clock=cpu, publish_every_n=1, publish_every_ms=0, publish_busy_max=0.01)
+    runtime = runtime_without_clients(clock=clock, cpu_clock=cpu, publish_every_n=1, publish_every_ms=0, publish_busy_max=share)
     serialise = runtime.trainer.serialise
 
     def costly(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -48,17 +51,23 @@ def test_serialising_takes_at_most_the_configured_share_of_the_time() -> None:
 
     async def go() -> list[int]:
         counts = []
-        for i in range(30):
+        for i in range(first_run + 10):
             await runtime.after_batch(runtime.handle(records(runtime, 1, start=i)))
             counts.append(len(published(runtime)))
             clock.advance(0.01)
         return counts
 
     counts = asyncio.run(go())
-    # Without the budget each batch would publish (30 versions); with 1 % of the time for
-    # serialising, a version that took 2 ms is followed by the next 200 ms after it started.
-    assert counts == [1] * 20 + [2] * 10
+    # Without the budget each batch would publish; with 1 % of the time for serialising, a
+    # version that took 2 ms is followed by the next 200 ms after it started (400 ms at 0.5 %).
+    assert counts == [1] * first_run + [2] * 10
     assert runtime.trainer.unpublished == 9
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
+def test_a_serialising_share_outside_0_to_1_is_refused(share: float) -> None:
+    with pytest.raises(ValidationError, match="publish_busy_max"):
+        TrainerSettings(publish_busy_max=share)
 
 
 def test_shutdown_checkpoint_publishes_what_is_new_with_a_checkpoint() -> None:

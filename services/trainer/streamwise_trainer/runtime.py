@@ -329,7 +329,7 @@ class TrainerRuntime:
             cost = self._clock() - started
         if not checkpoint or self._serialise_s is None:  # what a version costs, not a checkpoint
             self._serialise_s = smoothed(self._serialise_s, cost)
-        self._next_publish_at = started + self._serialise_s / max(min(s.publish_busy_max, 1.0), 0.01)
+        self._next_publish_at = started + self._serialise_s / s.publish_busy_max
         self._blob_sizes = (
             len(snapshot.model.blob), len(snapshot.checkpoint.blob) if snapshot.checkpoint else self._blob_sizes[1],
         )

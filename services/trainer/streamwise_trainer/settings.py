@@ -15,7 +15,7 @@ class TrainerSettings(Settings):
     """Publish a version after this many newly learned examples..."""
     publish_every_ms: int = 100
     """...or after this many milliseconds with anything new, whichever comes first..."""
-    publish_busy_max: float = 0.01
+    publish_busy_max: float = Field(default=0.01, gt=0.0, le=1.0)
     """...but spend at most this share of the time serialising versions (the CPU time of a
     version without a checkpoint, smoothed; a forked child's wall time). Storing a version and
     the slower learning right after it cost about as much again. A linear model (~0.5 ms) is
