@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.http import JSON_TYPES, decode_utf8, loads_strict, read_body, require_media_type
@@ -81,13 +81,10 @@ class AuditPage(BaseModel):
     items: list[AuditItem]
 
 
-class MoveRequest(BaseModel):
+class MoveRequest(Reason):
     """Which stored version to serve, and why (recorded in the audit log)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     version: int = Field(ge=1, le=2**31 - 1)
-    reason: str = Field(min_length=1, max_length=2000)
 
 
 class MoveResult(BaseModel):
