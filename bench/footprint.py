@@ -33,7 +33,7 @@ from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 from streamwise_devstack import PostgresServer, RedisServer
 from streamwise_devstack.fraud import FraudStream
-from streamwise_trainer.core import Record, Snapshot, Trainer
+from streamwise_trainer.learning import Record, Snapshot, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNER = Signer({"k1": b"footprint-signing-key-0123456789"})

@@ -7,8 +7,8 @@ import pickle
 from streamwise_core.appspec import AppSpec
 from streamwise_core.schema import model_input_reader, to_model_input
 from streamwise_predictor.holder import ServedModel
-from streamwise_predictor.service import Checked, Instance, Prediction, predict_checked
-from streamwise_trainer.core import TrainerState
+from streamwise_predictor.predictions import Checked, Instance, Prediction, predict_checked
+from streamwise_trainer.learning import TrainerState
 
 
 def predict_instances(spec: AppSpec, served: ServedModel, instances: list[Instance]) -> list[Prediction]:

@@ -16,7 +16,7 @@ from streamwise_core.appspec import load_app_spec
 from streamwise_core.schema import to_model_input
 from streamwise_core.settings import Topics
 from streamwise_devstack.fraud import holdout
-from streamwise_trainer.core import Record, Trainer
+from streamwise_trainer.learning import Record, Trainer
 
 from .conftest import APP_SPEC
 

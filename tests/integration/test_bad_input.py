@@ -477,7 +477,7 @@ def test_a_model_answer_that_is_not_finite_is_refused_not_a_500() -> None:
     from streamwise_core.appspec import load_app_spec
     from streamwise_core.errors import ValidationFailed
     from streamwise_predictor.holder import ServedModel
-    from streamwise_predictor.service import Instance
+    from streamwise_predictor.predictions import Instance
     from tests.model_helpers import predict_instances
 
     class Overflowing:

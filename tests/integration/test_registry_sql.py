@@ -32,7 +32,7 @@ from streamwise_core.registry.repository import MIGRATIONS
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 from streamwise_devstack import ExternalKafka, ExternalRedis, KafkaBroker, PostgresServer, RedisServer, create_topics
-from streamwise_trainer.core import Record, Snapshot, Trainer
+from streamwise_trainer.learning import Record, Snapshot, Trainer
 from streamwise_trainer.publisher import Publisher
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from streamwise_core.kafka import ensure_topics
 from streamwise_core.settings import KafkaSettings
 from streamwise_devstack import KafkaBroker
 from streamwise_trainer.consumer import BatchConsumer
-from streamwise_trainer.core import ConsumedRecord
+from streamwise_trainer.learning import ConsumedRecord
 from streamwise_trainer.settings import TrainerSettings
 
 DEADLINE_S = 30.0

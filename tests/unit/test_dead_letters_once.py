@@ -7,8 +7,8 @@ import dataclasses
 import json
 from typing import Any
 
-from streamwise_trainer.core import Rejected
 from streamwise_trainer.dead_letters import FirstToReach
+from streamwise_trainer.learning import Rejected
 from streamwise_trainer.runtime import TrainerRuntime
 
 from .trainer_support import records, runtime_without_clients

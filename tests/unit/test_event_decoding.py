@@ -26,7 +26,7 @@ from streamwise_core.events import EventReceived, LabelReceived, event_fields, l
 from streamwise_core.settings import Topics
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.validation import quick_event_records
-from streamwise_trainer.core import Record, Trainer
+from streamwise_trainer.learning import Record, Trainer
 
 from .test_ingest_validation import features
 

@@ -27,9 +27,9 @@ from streamwise_core.schema import to_model_input
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.parsing import parse_items
 from streamwise_ingest.validation import event_records, quick_event_records, validate_events
-from streamwise_predictor import service
+from streamwise_predictor import predictions
 from streamwise_predictor.holder import ServedModel
-from streamwise_predictor.service import (
+from streamwise_predictor.predictions import (
     BatchResponse,
     Checked,
     PredictionResponse,
@@ -247,7 +247,7 @@ def test_records_take_the_one_pass_whatever_the_labels(labels: tuple[str, ...], 
     def refuse(*_: Any) -> None:
         raise AssertionError("encoded one by one")
 
-    monkeypatch.setattr(service, "_records_one_by_one", refuse)
+    monkeypatch.setattr(predictions, "_records_one_by_one", refuse)
     assert prediction_records(answers, "m", 3, NOW, encoded=encode_answers(answers)) == expected
     assert prediction_records([], "m", 3, NOW) == []
 
@@ -282,9 +282,9 @@ def test_shadow_records_are_the_models_bytes() -> None:
 ])
 def test_the_finite_check_gives_the_element_by_element_verdict(y: Any, proba: Any) -> None:
     np = pytest.importorskip("numpy")
-    assert service._finite_answer(y, proba) == service._finite_values(y, proba)
+    assert predictions._finite_answer(y, proba) == predictions._finite_values(y, proba)
     if isinstance(y, float):
-        assert service._finite_answer(np.float64(y), proba) == service._finite_values(np.float64(y), proba)
+        assert predictions._finite_answer(np.float64(y), proba) == predictions._finite_values(np.float64(y), proba)
     if proba:
         as_numpy = {k: np.float64(v) if isinstance(v, float) else v for k, v in proba.items()}
-        assert service._finite_answer(y, as_numpy) == service._finite_values(y, as_numpy)
+        assert predictions._finite_answer(y, as_numpy) == predictions._finite_values(y, as_numpy)

@@ -14,7 +14,7 @@ from streamwise_core.events import EventReceived
 from streamwise_core.lifecycle.gate import GateSettings, SameExamples, decide
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.anchors import GateAnchors
-from streamwise_trainer.core import Record
+from streamwise_trainer.learning import Record
 from streamwise_trainer.runtime import TrainerRuntime
 
 from .trainer_support import SIGNER, runtime_without_clients

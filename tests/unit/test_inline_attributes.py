@@ -19,7 +19,7 @@ from streamwise_core.schema import to_model_input
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 from streamwise_devstack.fraud import FraudStream
-from streamwise_trainer.core import Record, Trainer
+from streamwise_trainer.learning import Record, Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_app_spec(ROOT / "examples" / "fraud" / "streamwise.toml")

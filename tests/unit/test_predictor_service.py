@@ -16,7 +16,7 @@ from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ModelHolder, ServedModel
-from streamwise_predictor.service import Batch, Instance, check_instances
+from streamwise_predictor.predictions import Batch, Instance, check_instances
 from tests.model_helpers import predict_instances
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from streamwise_core.pipeline import build_model
 from streamwise_core.schema import model_input_reader
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ModelHolder, ServedModel
-from streamwise_predictor.service import Checked, predict_checked
+from streamwise_predictor.predictions import Checked, predict_checked
 from streamwise_predictor.shadow import ShadowModels, ShadowScorer
 
 from .trainer_support import trainer_settings

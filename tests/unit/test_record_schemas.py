@@ -41,7 +41,7 @@ from streamwise_core.topic_config import DAY_MS, TopicRetention, topic_configs
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.validation import event_records, validate_events, validate_labels
 from streamwise_predictor.holder import ServedModel
-from streamwise_predictor.service import predict_checked, prediction_records, read_request
+from streamwise_predictor.predictions import predict_checked, prediction_records, read_request
 
 from .test_event_decoding import ODD_EVENTS, dumps, event, label, with_extra
 from .test_ingest_validation import features

@@ -22,8 +22,8 @@ from streamwise_core.kafka import send_batches
 from streamwise_ingest import sink as ingest_sink
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
-from streamwise_predictor import service
-from streamwise_predictor.service import prediction_records
+from streamwise_predictor import predictions
+from streamwise_predictor.predictions import prediction_records
 
 PARTITIONER = DefaultPartitioner()
 
@@ -298,13 +298,13 @@ async def test_the_sink_writes_closed_batches() -> None:
 @pytest.mark.parametrize("shadow", [False, True])
 def test_a_single_answer_is_encoded_alone_as_the_model_would(answer: dict[str, Any], shadow: bool, monkeypatch: Any) -> None:
     alone: list[int] = []
-    one_by_one = service._records_one_by_one
+    one_by_one = predictions._records_one_by_one
 
     def counted(answers: list[dict[str, Any]], *args: Any) -> list[tuple[bytes, bytes]]:
         alone.append(len(answers))
         return one_by_one(answers, *args)
 
-    monkeypatch.setattr(service, "_records_one_by_one", counted)
+    monkeypatch.setattr(predictions, "_records_one_by_one", counted)
     expected = [(answer["id"].encode(), PredictionMade(**answer, model="fraud-lr", version=7, made_at=NOW, shadow=shadow).to_bytes())]
     assert prediction_records([answer], "fraud-lr", 7, NOW, shadow=shadow) == expected
     assert alone == [1]

@@ -23,10 +23,10 @@ from streamwise_core.schema import to_model_input
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signature, Signer
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
-from streamwise_trainer.core import Record, Rejected, Trainer, TrainerState
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.join import Example, LabelJoin
 from streamwise_trainer.learner import OnlineLearner
+from streamwise_trainer.learning import Record, Rejected, Trainer, TrainerState
 from streamwise_trainer.metrics import ProgressiveMetrics
 from tests.model_helpers import checkpoint_size
 

@@ -20,9 +20,9 @@ from streamwise_core.inference import predict
 from streamwise_core.pipeline import build_model
 from streamwise_core.retrain import BatchModel, build_estimator
 from streamwise_devstack.fraud import FraudStream
-from streamwise_trainer.core import Record, Trainer
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.learner import RetrainingLearner
+from streamwise_trainer.learning import Record, Trainer
 
 from .trainer_support import SIGNER, learn_scored, trainer_settings
 

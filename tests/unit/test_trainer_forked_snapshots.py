@@ -11,7 +11,7 @@ import pytest
 
 from streamwise_core.codec import unpack
 from streamwise_trainer import forked
-from streamwise_trainer.core import Snapshot, Trainer
+from streamwise_trainer.learning import Snapshot, Trainer
 
 from .trainer_support import SIGNER, records, runtime_without_clients
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from streamwise_core.appspec import ModelSpec, RetrainSpec, StepSpec
-from streamwise_trainer.core import Trainer
+from streamwise_trainer.learning import Trainer
 from streamwise_trainer.runtime import TrainerRuntime
 
 from .trainer_support import SIGNER, FakeClock, FakePublisher, FakeStore, records, runtime_without_clients, trainer_settings

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from streamwise_core.telemetry import exposition
 from streamwise_trainer.app import create_app
-from streamwise_trainer.core import Snapshot
+from streamwise_trainer.learning import Snapshot
 from streamwise_trainer.observability import TrainerCollector, register_observability
 
 from .test_telemetry import value

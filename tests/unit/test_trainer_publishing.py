@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from streamwise_trainer import runtime as runtime_module
-from streamwise_trainer.core import Record, Rejected, Trainer
+from streamwise_trainer.learning import Record, Rejected, Trainer
 from streamwise_trainer.settings import TrainerSettings
 
 from .trainer_support import SIGNER, FakeClock, records, runtime_without_clients

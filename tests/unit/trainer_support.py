@@ -9,7 +9,7 @@ from typing import Any
 from streamwise_core.events import EventReceived
 from streamwise_core.signing import Signer
 from streamwise_devstack.fraud import FraudStream
-from streamwise_trainer.core import Record, Snapshot, Trainer
+from streamwise_trainer.learning import Record, Snapshot, Trainer
 from streamwise_trainer.runtime import TrainerRuntime
 from streamwise_trainer.settings import TrainerSettings
 

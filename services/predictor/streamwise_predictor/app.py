@@ -31,7 +31,7 @@ from streamwise_core.telemetry import configure_logging, fastapi_telemetry, inst
 from .holder import ServedModel
 from .loading import LoadPolicy, ModelLoader
 from .observability import ObservedHolder, PredictorMetrics, RefusedVersions
-from .service import (
+from .predictions import (
     Answer,
     BatchResponse,
     PredictionResponse,

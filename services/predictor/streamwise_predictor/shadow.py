@@ -21,7 +21,7 @@ from streamwise_core.events import utcnow
 from streamwise_core.modelstore import ModelStore
 
 from .holder import ModelHolder, ServedModel
-from .service import Answer, Checked, predict_checked, prediction_records
+from .predictions import Answer, Checked, predict_checked, prediction_records
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)

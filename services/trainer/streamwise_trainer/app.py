@@ -19,7 +19,7 @@ from streamwise_core.registry import Registry, migrate
 from streamwise_core.signing import Signer
 
 from .consumer import start_positions
-from .core import Trainer
+from .learning import Trainer
 from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings

@@ -24,7 +24,7 @@ from streamwise_core.kafka import client_options
 from streamwise_core.lifecycle.roster import StartPosition
 from streamwise_core.settings import KafkaSettings
 
-from .core import ConsumedRecord, position_key
+from .learning import ConsumedRecord, position_key
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .core import ConsumedRecord, position_key
+from .learning import ConsumedRecord, position_key
 
 
 class FirstToReach:

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from streamwise_core.telemetry import METRICS_PATH, exposition, metrics_registry
 
-from .core import Snapshot
+from .learning import Snapshot
 from .runtime import TrainerRuntime
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.retention import Retention
 
-from .core import Snapshot
+from .learning import Snapshot
 
 log = logging.getLogger(__name__)
 

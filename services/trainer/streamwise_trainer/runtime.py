@@ -26,8 +26,8 @@ from streamwise_core.signing import Signer
 from . import forked
 from .anchors import GateAnchors
 from .consumer import BatchConsumer
-from .core import ConsumedRecord, Rejected, Snapshot, Trainer
 from .drift import Drift
+from .learning import ConsumedRecord, Rejected, Snapshot, Trainer
 from .publisher import Publisher
 from .settings import TrainerSettings
 

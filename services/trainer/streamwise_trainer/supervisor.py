@@ -30,9 +30,9 @@ from streamwise_core.retention import Retention
 from streamwise_core.signing import Signer
 
 from .app import prepare_model
-from .core import Trainer
 from .dead_letters import FirstToReach
 from .drift import Drift
+from .learning import Trainer
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
 
