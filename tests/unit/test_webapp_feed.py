@@ -21,7 +21,7 @@ from streamwise_webapp.feed import (
     confidence,
     reason_class,
 )
-from streamwise_webapp.livefeed import feed_items
+from streamwise_webapp.feed_worker import feed_items
 from streamwise_webapp.system import KafkaStatus, ServiceHealth, StateBuilder
 from streamwise_webapp.upstream import Probe, parse_metrics
 

@@ -26,17 +26,17 @@ from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app
 
 from .accounts import Accounts, Role
-from .api import router
-from .app_api import router as app_router
+from .application_api import router as app_router
 from .auth import SESSION_COOKIE, Authenticator
 from .auth_api import router as auth_router
 from .champions_api import router as champions_router
 from .deps import Services
 from .feed import DeadLetterLog, FeedBuffer, FreshnessTracker, RateMeter, Sampler
+from .feed_worker import FeedWorker
 from .hub import Hub
 from .lifecycle_api import build_router as lifecycle_router
 from .live import CurrentReader, LiveModel
-from .livefeed import FeedWorker
+from .live_api import router
 from .page import CONTENT_SECURITY_POLICY, PAGES, SIGN_IN, Page, PageContext, asset_version, load_templates, render_page
 from .settings import WebappSettings
 from .streams import LabelWriter, StreamWatcher

@@ -14,9 +14,9 @@ from streamwise_core.registry import Registry
 from .accounts import Accounts
 from .auth import Authenticator
 from .feed import DeadLetterLog, FeedBuffer, FreshnessTracker
+from .feed_worker import FeedWorker
 from .hub import Hub
 from .live import CurrentReader, LiveModel
-from .livefeed import FeedWorker
 from .settings import WebappSettings
 from .streams import LabelWriter, StreamWatcher
 from .system import SystemMonitor
