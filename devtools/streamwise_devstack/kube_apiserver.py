@@ -21,9 +21,10 @@ from pathlib import Path
 import httpx
 
 from .go_tools import KUBERNETES_VERSION, ensure_etcd, ensure_kubernetes
-from .packages import MissingDependency, ensure_debian_packages
+from .packages import MissingDependency
 from .ports import free_port
 from .process import LocalServer, ManagedProcess, log_tail, run_checked
+from .test_ca import TestCA, openssl
 
 __all__ = ["KubeApiServer", "kubectl_binary"]
 
@@ -41,9 +42,6 @@ def kubectl_binary() -> str:
     return found
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = ensure_debian_packages({"openssl": "openssl"})["openssl"]
-    run_checked([openssl, *args], cwd=cwd, timeout=60)
 
 
 class KubeApiServer(LocalServer):
@@ -70,17 +68,16 @@ class KubeApiServer(LocalServer):
     def pki(self) -> Path:
         return self.data_dir / "pki"
 
+    @property
+    def ca(self) -> TestCA:
+        return TestCA(self.pki, "streamwise-test-ca")
+
     def _certificates(self) -> None:
-        pki = self.data_dir / "pki"
-        pki.mkdir(parents=True, exist_ok=True)
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=streamwise-test-ca",
-                 "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-        (pki / "san.ext").write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,IP:{self.address}\n")
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                 "-extfile", "san.ext", "-out", "server.crt", cwd=pki)
-        _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+        pki = self.pki
+        self.ca.issue("server", "kube-apiserver", sans=f"IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,IP:{self.address}")
+        if not (pki / "sa.pub").is_file():  # the service accounts' signing key
+            openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+            openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
         (pki / "tokens.csv").write_text(f'{self.token},streamwise-test,streamwise-test,"system:masters"\n')
         self.kubeconfig.write_text(
             "apiVersion: v1\nkind: Config\n"
@@ -92,11 +89,7 @@ class KubeApiServer(LocalServer):
 
     def client_certificate(self, name: str, group: str) -> tuple[Path, Path]:
         """A client certificate and key signed by the cluster's CA: (``<name>.crt``, ``<name>.key``)."""
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/O={group}/CN={name}", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=self.pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-                 "-out", f"{name}.crt", cwd=self.pki)
-        return self.pki / f"{name}.crt", self.pki / f"{name}.key"
+        return self.ca.issue(name, name, organization=group)
 
     def start(self) -> None:
         if self._process is not None and self._process.alive():
