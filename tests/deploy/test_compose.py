@@ -116,10 +116,14 @@ def test_command_and_port_are_service_specs(compose: dict, name: str) -> None:
         assert env[key] == value, f"{name}: {key}"
 
 
-def _login_variables(service: dict) -> set[str]:
-    """The environment variables ``registry migrate --login SERVICE=VARIABLE`` reads passwords from."""
+def _logins(service: dict) -> dict[str, str]:
+    """Service → the environment variable ``registry migrate --login SERVICE=VARIABLE`` reads its password from."""
     argv = compose_command(service)
-    return {argv[i + 1].split("=", 1)[1] for i, arg in enumerate(argv) if arg == "--login"}
+    return dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--login")
+
+
+def _login_variables(service: dict) -> set[str]:
+    return set(_logins(service).values())
 
 
 @pytest.mark.parametrize("name", [*SERVICES, *ONE_SHOT])
@@ -158,10 +162,8 @@ def test_each_service_reaches_only_what_it_uses_as_its_own_user(compose: dict, n
         if name == "migrate":
             assert (db.username, db.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
         else:  # the password migrate gives the service's role
-            migrate_env = compose_environment(compose["services"]["migrate"])
-            argv = compose_command(compose["services"]["migrate"])
-            logins = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--login")
-            assert db.password == migrate_env[logins[name]]
+            migrate = compose["services"]["migrate"]
+            assert db.password == compose_environment(migrate)[_logins(migrate)[name]]
     # The service's settings accept exactly this environment (the app spec path is the image's).
     settings = settings_from_env(monkeypatch, SETTINGS_CLASSES[name], env)
     assert str(settings.app_spec) == IMAGE_APP_SPEC
