@@ -588,7 +588,7 @@ async def test_pointer_generations_and_rollback_followed_by_the_watcher(store: M
     await watcher.check()
     assert holder.version == 2
 
-    from streamwise_core.modelstore import PointerMoved
+    from streamwise_core.store_types import PointerMoved
     with pytest.raises(PointerMoved):
         await store.move_current(MODEL, 2, expect=3)
     with pytest.raises(LookupError):

@@ -1,5 +1,6 @@
 """Retention of version blobs in a real redis-server: what is kept, what goes, and the race
-with predictors fetching a version they were told about."""
+with predictors fetching a version they were told about. What is kept is asked of the
+in-memory store too: it must answer as Redis does."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from streamwise_core.codec import ModelMeta, SignedBlob, pack
-from streamwise_core.modelstore import ModelStore, Retention
+from streamwise_core.memory_store import MemoryModelStore
+from streamwise_core.modelstore import ModelStore
+from streamwise_core.retention import Retention
 from streamwise_core.signing import Signer
 
 pytestmark = pytest.mark.integration
@@ -47,7 +50,17 @@ def store(redis_server: Any, app: str, clock: Clock) -> ModelStore:
     return ModelStore.from_url(redis_server.url, "sw-test", app, clock=clock)
 
 
-def test_prune_keeps_the_newest_the_served_window_the_grace_period_and_pins(store: ModelStore, clock: Clock, app: str) -> None:
+@pytest.fixture(params=["redis", "memory"])
+def any_store(request: pytest.FixtureRequest, redis_server: Any, app: str, clock: Clock) -> ModelStore | MemoryModelStore:
+    if request.param == "memory":
+        return MemoryModelStore(clock=clock)
+    return ModelStore.from_url(redis_server.url, "sw-test", app, clock=clock)
+
+
+def test_prune_keeps_the_newest_the_served_window_the_grace_period_and_pins(
+    any_store: ModelStore | MemoryModelStore, clock: Clock, app: str,
+) -> None:
+    store = any_store
     retention = Retention(keep_last=5, rollback_window=1, grace_s=60)
 
     async def go() -> None:
@@ -78,7 +91,10 @@ def test_prune_keeps_the_newest_the_served_window_the_grace_period_and_pins(stor
     asyncio.run(go())
 
 
-def test_a_pin_needs_a_stored_version_and_a_rollback_target_stays(store: ModelStore, clock: Clock, app: str) -> None:
+def test_a_pin_needs_a_stored_version_and_a_rollback_target_stays(
+    any_store: ModelStore | MemoryModelStore, clock: Clock, app: str,
+) -> None:
+    store = any_store
 
     async def go() -> None:
         for v in range(1, 11):

@@ -10,7 +10,7 @@ import pytest
 
 from streamwise_core.modelstore import ModelStore
 from streamwise_devstack import RedisServer
-from streamwise_trainer.writer import WriterConflict, acquire
+from streamwise_trainer.lease import WriterConflict, acquire
 
 
 @pytest.fixture(scope="module")

@@ -4,55 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-from typing import Any
 
 from streamwise_trainer.dead_letters import FirstToReach
 from streamwise_trainer.learning import Rejected
 from streamwise_trainer.runtime import TrainerRuntime
 
-from .trainer_support import records, runtime_without_clients
+from .trainer_support import Clients, DeadLetters, records, runtime_without_clients
 
 
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.sent.append(json.loads(value))
-
-
-def models_sharing(claims: FirstToReach, producer: FakeProducer, n: int) -> list[TrainerRuntime]:
+def models_sharing(claims: FirstToReach, producer: DeadLetters, n: int) -> list[TrainerRuntime]:
+    """``n`` models of one app writing to the same dead-letters topic."""
     runtimes = []
     for _ in range(n):
-        runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=10**6)
-        runtime._producer = producer  # type: ignore[assignment]
-        runtime.dead_letter_claim = claims.claim
-        runtimes.append(runtime)
+        fakes = Clients()
+        fakes.dead_letters = producer
+        runtimes.append(runtime_without_clients(publish_every_n=10**6, publish_every_ms=10**6, fakes=fakes, claim=claims.claim))
     return runtimes
 
 
 def test_four_models_one_dead_letter_per_bad_record_whoever_reaches_it_first() -> None:
-    producer = FakeProducer()
+    producer = DeadLetters()
     models = models_sharing(FirstToReach(), producer, 4)
     batch = records(models[0], 300)
     batch[40] = dataclasses.replace(batch[40], value=b"{")
     batch[250] = dataclasses.replace(batch[250], value=b'{"kind": "nonsense"}')
 
     async def go() -> None:
-        await models[2].after_batch(models[2].handle(batch[:100]))  # ahead of the others
+        await models[2].after_batch(await models[2].learn(batch[:100]))  # ahead of the others
         for model in models:
             for start in range(0, 300, 50):
-                await model.after_batch(model.handle(batch[start:start + 50]))
+                await model.after_batch(await model.learn(batch[start:start + 50]))
 
     asyncio.run(go())
     assert sorted(letter["offset"] for letter in producer.sent) == [40, 250]
-    assert [m.dead_letters for m in models] == [1, 0, 1, 0]
+    assert [m.status()["dead_letters"] for m in models] == [1, 0, 1, 0]
     assert all(letter["consumer"] == "trainer" for letter in producer.sent)
 
 
 def test_a_failure_of_one_models_learning_is_its_own_dead_letter() -> None:
-    producer = FakeProducer()
+    producer = DeadLetters()
     first, second = models_sharing(FirstToReach(), producer, 2)
     record = records(first, 1)[0]
     failed = Rejected(record, "cannot learn: ValueError()", model_specific=True)

@@ -94,7 +94,7 @@ def _served_after_drift(compare: str) -> tuple[int, int]:
     served_meta: bytes | None = None
     served_after = gated_after = 0
     for start in range(0, len(records), 200):
-        runtime.handle(records[start : start + 200])
+        runtime.trainer.handle_many(records[start : start + 200])
         snapshot = runtime.trainer.snapshot(SIGNER, checkpoint=False)
         decision = runtime.gate(snapshot.meta, served_meta)
         if decision.serve:

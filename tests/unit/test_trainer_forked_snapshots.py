@@ -13,7 +13,7 @@ from streamwise_core.codec import unpack
 from streamwise_trainer import forked
 from streamwise_trainer.learning import Snapshot, Trainer
 
-from .trainer_support import SIGNER, records, runtime_without_clients
+from .trainer_support import SIGNER, fakes_of, records, runtime_without_clients
 
 pytestmark = pytest.mark.skipif(not forked.AVAILABLE, reason="needs os.fork")
 
@@ -47,7 +47,7 @@ def test_a_child_that_fails_or_hangs_is_reported_and_reaped() -> None:
 def test_the_child_sees_the_state_at_the_fork_not_what_is_learned_meanwhile() -> None:
     runtime = runtime_without_clients()
     trainer = runtime.trainer
-    runtime.handle(records(runtime, 300))
+    runtime.trainer.handle_many(records(runtime, 300))
     meta = trainer.next_meta()
     in_thread = trainer.serialise(meta, SIGNER, checkpoint=True)
 
@@ -56,7 +56,7 @@ def test_the_child_sees_the_state_at_the_fork_not_what_is_learned_meanwhile() ->
         return pickle.dumps(trainer.serialise(meta, SIGNER, checkpoint=True))
 
     job = forked.start(slow_serialise)
-    runtime.handle(records(runtime, 300, start=300))
+    runtime.trainer.handle_many(records(runtime, 300, start=300))
     in_child: Snapshot = pickle.loads(forked.collect(job))
     assert trainer.examples_seen == 600
     assert in_child.model.blob == in_thread.model.blob
@@ -72,12 +72,12 @@ def test_the_runtime_forks_once_a_snapshot_is_slow_and_learns_meanwhile() -> Non
 
     async def go() -> None:
         for batch in range(6):
-            await runtime.after_batch(runtime.handle(records(runtime, 100, start=batch * 100)))
+            await runtime.after_batch(await runtime.learn(records(runtime, 100, start=batch * 100)))
 
     asyncio.run(go())
-    published = runtime._publisher.published  # type: ignore[union-attr]
+    published = fakes_of(runtime).publisher.published
     assert published == [1, 2, 3, 4, 5, 6]
-    assert runtime.forked_snapshots == 5  # the first one, of unknown size, in a thread
+    assert runtime.serialiser.forked == 5  # the first one, of unknown size, in a thread
     assert runtime.trainer.unpublished == 0
 
 
@@ -94,11 +94,11 @@ def test_the_runtime_serialises_in_a_thread_when_a_child_fails(monkeypatch: pyte
 
     async def go() -> None:
         for batch in range(3):
-            await runtime.after_batch(runtime.handle(records(runtime, 100, start=batch * 100)))
+            await runtime.after_batch(await runtime.learn(records(runtime, 100, start=batch * 100)))
 
     asyncio.run(go())
-    assert runtime._publisher.published == [1, 2, 3]  # type: ignore[union-attr]
-    assert runtime.forked_snapshots == 0
+    assert fakes_of(runtime).publisher.published == [1, 2, 3]
+    assert runtime.serialiser.forked == 0
 
 
 def test_small_snapshots_stay_in_a_thread_and_checkpoints_count_when_they_come() -> None:
@@ -109,16 +109,16 @@ def test_small_snapshots_stay_in_a_thread_and_checkpoints_count_when_they_come()
 
     async def go() -> None:
         nonlocal model_kb
-        await runtime.after_batch(runtime.handle(records(runtime, 100)))  # v1, with a checkpoint
-        model_kb = runtime._blob_sizes[0] // 1024
-        checkpoint_kb = runtime._blob_sizes[1] // 1024
+        await runtime.after_batch(await runtime.learn(records(runtime, 100)))  # v1, with a checkpoint
+        model_kb = runtime.serialiser.blob_sizes[0] // 1024
+        checkpoint_kb = runtime.serialiser.blob_sizes[1] // 1024
         assert checkpoint_kb > model_kb + 2
-        runtime.settings.snapshot_fork_above_kb = model_kb + 1  # a model alone stays below it
-        await runtime.after_batch(runtime.handle(records(runtime, 100, start=100)))
-        assert runtime.forked_snapshots == 0
-        runtime.handle(records(runtime, 10, start=200))
+        runtime.serialiser.fork_above_kb = model_kb + 1  # a model alone stays below it
+        await runtime.after_batch(await runtime.learn(records(runtime, 100, start=100)))
+        assert runtime.serialiser.forked == 0
+        runtime.trainer.handle_many(records(runtime, 10, start=200))
         await runtime.checkpoint_now()  # model and checkpoint: above it
-        assert runtime.forked_snapshots == 1
+        assert runtime.serialiser.forked == 1
 
     asyncio.run(go())
-    assert runtime._publisher.published_with_checkpoint == [(1, True), (2, False), (3, True)]  # type: ignore[union-attr]
+    assert fakes_of(runtime).publisher.published_with_checkpoint == [(1, True), (2, False), (3, True)]

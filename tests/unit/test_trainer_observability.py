@@ -16,7 +16,7 @@ from streamwise_trainer.learning import Snapshot
 from streamwise_trainer.observability import TrainerCollector, register_observability
 
 from .test_telemetry import value
-from .trainer_support import MODEL, FakeClock, records, runtime_without_clients, trainer_settings
+from .trainer_support import MODEL, FakeClock, fakes_of, records, runtime_without_clients, trainer_settings
 
 
 def scrape(registry: CollectorRegistry) -> str:
@@ -31,7 +31,7 @@ def test_learning_shows_at_scrape_time_without_any_call_in_the_hot_loop() -> Non
     assert value(before, "streamwise_trainer_model_version", model=MODEL) == 0
     assert value(before, "streamwise_trainer_versions_published_total", model=MODEL) == 0
 
-    assert runtime.handle(records(runtime, 120)) == []
+    assert runtime.trainer.handle_many(records(runtime, 120)) == []
     text = scrape(registry)
     assert value(text, "streamwise_trainer_examples_learned_total", model=MODEL) == 120
     assert value(text, "streamwise_trainer_unpublished_examples", model=MODEL) == 120
@@ -46,22 +46,22 @@ def test_each_publication_reports_its_duration_freshness_and_sizes() -> None:
     clock = FakeClock()
     runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=10**6)
     registry = register_observability(_FakeFaust(), runtime)
-    publish = runtime._publisher.publish  # type: ignore[union-attr]
+    publish = fakes_of(runtime).publisher.publish
 
     async def storing_takes_50_ms(snapshot: Snapshot) -> None:
         clock.advance(0.05)
         await publish(snapshot)
 
-    runtime._publisher.publish = storing_takes_50_ms  # type: ignore[union-attr,method-assign]
+    fakes_of(runtime).publisher.publish = storing_takes_50_ms  # type: ignore[method-assign]
 
     async def learn_then_publish() -> None:
-        await runtime.after_batch(runtime.handle(records(runtime, 50)))  # nothing due: only noted
+        await runtime.after_batch(await runtime.learn(records(runtime, 50)))  # nothing due: only noted
         clock.advance(0.2)
-        await runtime.after_batch(runtime.handle(records(runtime, 50, start=50)))
+        await runtime.after_batch(await runtime.learn(records(runtime, 50, start=50)))
         await runtime.publish()
 
     asyncio.run(learn_then_publish())
-    assert runtime._publisher.published == [1]  # type: ignore[union-attr]
+    assert fakes_of(runtime).publisher.published == [1]
     text = scrape(registry)
     assert value(text, "streamwise_trainer_versions_published_total", model=MODEL) == 1
     assert value(text, "streamwise_trainer_model_version", model=MODEL) == 1
@@ -77,7 +77,7 @@ def test_each_publication_reports_its_duration_freshness_and_sizes() -> None:
 def test_a_failing_observer_never_stops_publishing() -> None:
     runtime = runtime_without_clients()
     runtime.on_published = lambda *_: 1 / 0
-    runtime.handle(records(runtime, 5))
+    runtime.trainer.handle_many(records(runtime, 5))
     asyncio.run(runtime.publish())
     assert runtime.trainer.unpublished == 0 and runtime.status()["version"] == 1
 
@@ -137,7 +137,7 @@ def test_the_page_answers_with_the_exposition() -> None:
     runtime = runtime_without_clients()
     app = _FakeFaust()
     register_observability(app, runtime)
-    runtime.handle(records(runtime, 3))
+    runtime.trainer.handle_many(records(runtime, 3))
 
     class Web:
         def bytes(self, body: bytes, *, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:

@@ -13,11 +13,11 @@ from streamwise_trainer import runtime as runtime_module
 from streamwise_trainer.learning import Record, Rejected, Trainer
 from streamwise_trainer.settings import TrainerSettings
 
-from .trainer_support import SIGNER, FakeClock, records, runtime_without_clients
+from .trainer_support import MODEL, SIGNER, FakeClock, fakes_of, records, runtime_without_clients
 
 
 def published(runtime) -> list[tuple[int, bool]]:  # type: ignore[no-untyped-def]
-    return runtime._publisher.published_with_checkpoint  # type: ignore[no-any-return]
+    return fakes_of(runtime).publisher.published_with_checkpoint  # type: ignore[no-any-return]
 
 
 def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() -> None:
@@ -28,10 +28,10 @@ def test_first_version_carries_a_checkpoint_and_the_next_ones_only_when_due() ->
 
     async def go() -> None:
         for batch in range(4):
-            await runtime.after_batch(runtime.handle(records(runtime, 10, start=batch * 10)))
+            await runtime.after_batch(await runtime.learn(records(runtime, 10, start=batch * 10)))
             clock.advance(0.05)
         clock.advance(0.15)  # 300 ms after the first checkpoint
-        await runtime.after_batch(runtime.handle(records(runtime, 10, start=40)))
+        await runtime.after_batch(await runtime.learn(records(runtime, 10, start=40)))
 
     asyncio.run(go())
     assert published(runtime) == [(1, True), (2, False), (3, False), (4, False), (5, True)]
@@ -52,7 +52,7 @@ def test_serialising_takes_at_most_the_configured_share_of_the_time(share: float
     async def go() -> list[int]:
         counts = []
         for i in range(first_run + 10):
-            await runtime.after_batch(runtime.handle(records(runtime, 1, start=i)))
+            await runtime.after_batch(await runtime.learn(records(runtime, 1, start=i)))
             counts.append(len(published(runtime)))
             clock.advance(0.01)
         return counts
@@ -74,7 +74,7 @@ def test_shutdown_checkpoint_publishes_what_is_new_with_a_checkpoint() -> None:
     runtime = runtime_without_clients(publish_every_n=10**6, publish_every_ms=10**6)
 
     async def go() -> None:
-        await runtime.after_batch(runtime.handle(records(runtime, 20)))
+        await runtime.after_batch(await runtime.learn(records(runtime, 20)))
         await runtime.checkpoint_now()
         await runtime.checkpoint_now()  # nothing new: nothing published
 
@@ -86,7 +86,7 @@ def test_shutdown_checkpoint_publishes_what_is_new_with_a_checkpoint() -> None:
 def test_restore_numbers_the_next_version_after_the_newest_published() -> None:
     runtime = runtime_without_clients()
     trainer = runtime.trainer
-    runtime.handle(records(runtime, 30))
+    runtime.trainer.handle_many(records(runtime, 30))
     snapshot = trainer.snapshot(SIGNER)  # v1 with its checkpoint
     assert snapshot.checkpoint is not None
     later = trainer.snapshot(SIGNER, checkpoint=False)
@@ -98,33 +98,26 @@ def test_restore_numbers_the_next_version_after_the_newest_published() -> None:
     assert older.snapshot(SIGNER).meta.version == 2
 
 
-class LeaseTakenStore:
-    def __init__(self, holder: str) -> None:
-        self.holder = holder
-        self.claims = 0
-
-    async def claim_writer(self, model: str, holder: str, ttl_ms: int) -> str:
-        self.claims += 1
-        return self.holder
-
-
 def test_a_trainer_that_lost_its_lease_publishes_nothing_more_and_shuts_down() -> None:
     clock = FakeClock()
-    runtime = runtime_without_clients(clock=clock, publish_every_n=1, publish_every_ms=0, publish_busy_max=1.0, writer_lease_ms=30)
-    runtime.writer = "me"
     exits: list[bool] = []
-    runtime.on_fenced = lambda: exits.append(True)
+    runtime = runtime_without_clients(
+        clock=clock, publish_every_n=1, publish_every_ms=0, publish_busy_max=1.0, writer_lease_ms=30,
+        lease_holder="me", on_fenced=lambda: exits.append(True),
+    )
+    store = fakes_of(runtime).store
 
     async def go() -> None:
-        runtime._store = LeaseTakenStore("me")  # type: ignore[assignment]
-        await runtime.after_batch(runtime.handle(records(runtime, 5)))
+        assert await store.claim_writer(MODEL, "me", 30) == "me"
+        await runtime.after_batch(await runtime.learn(records(runtime, 5)))
         clock.advance(0.02)  # past a third of the lease: due for renewal
         await runtime.tick()  # renews: still ours
-        assert not runtime.fenced and runtime._store.claims == 1  # type: ignore[union-attr]
-        runtime._store = LeaseTakenStore("other-trainer")  # type: ignore[assignment]
+        assert not runtime.fenced
+        await store.release_writer(MODEL, "me")
+        assert await store.claim_writer(MODEL, "other-trainer", 60_000) == "other-trainer"
         clock.advance(0.02)
         await runtime.tick()
-        await runtime.after_batch(runtime.handle(records(runtime, 5, start=5)))
+        await runtime.after_batch(await runtime.learn(records(runtime, 5, start=5)))
         await runtime.checkpoint_now()
 
     asyncio.run(go())
@@ -177,7 +170,7 @@ def test_a_large_batch_is_learned_in_runs_sized_to_a_loop_turn_with_the_loop_tur
 
 
 def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
-    from streamwise_trainer.runtime import smoothed
+    from streamwise_trainer.publish_policy import smoothed
 
     estimate = None
     for cost in [0.001] * 19 + [0.005]:  # a linear model, and a checkpoint now and then
@@ -191,7 +184,7 @@ def test_the_serialising_time_the_budget_uses_is_smoothed() -> None:
 def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> None:
     clock = FakeClock()
     runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=200, publish_busy_max=1.0)
-    publisher = runtime._publisher
+    publisher = fakes_of(runtime).publisher
     stored = publisher.publish
 
     async def slow_publish(snapshot) -> None:  # type: ignore[no-untyped-def]
@@ -201,14 +194,14 @@ def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> Non
     publisher.publish = slow_publish  # type: ignore[method-assign]
 
     async def go() -> None:
-        runtime.handle(records(runtime, 5))
+        runtime.trainer.handle_many(records(runtime, 5))
         await runtime.publish()
-        runtime.handle(records(runtime, 5, start=5))
+        runtime.trainer.handle_many(records(runtime, 5, start=5))
         clock.advance(0.04)
-        assert not runtime._publish_due()  # 190 ms after the first version started
+        assert not runtime.policy.due(unpublished=runtime.trainer.unpublished, changed=runtime.trainer.model_changed)  # 190 ms after the first version started
         clock.advance(0.02)
         # 210 ms after the first version started (60 ms after it was stored), the next is due.
-        assert runtime._publish_due()
+        assert runtime.policy.due(unpublished=runtime.trainer.unpublished, changed=runtime.trainer.model_changed)
 
     asyncio.run(go())
 
@@ -227,11 +220,11 @@ def test_the_budget_counts_the_cpu_time_of_serialising_not_the_wait_for_a_cpu() 
     trainer.serialise = descheduled  # type: ignore[method-assign]
 
     async def go() -> None:
-        await runtime.after_batch(runtime.handle(records(runtime, 1)))
-        runtime.handle(records(runtime, 1, start=1))
+        await runtime.after_batch(await runtime.learn(records(runtime, 1)))
+        runtime.trainer.handle_many(records(runtime, 1, start=1))
         # By wall time (100 ms at 50 %) the next version would wait until 200 ms after the last
         # started; by the CPU time serialising took (2 ms), it was due 4 ms after it started.
-        assert runtime._publish_due()
+        assert runtime.policy.due(unpublished=runtime.trainer.unpublished, changed=runtime.trainer.model_changed)
 
     asyncio.run(go())
     assert len(published(runtime)) == 1
@@ -243,7 +236,7 @@ def test_after_a_version_serialised_in_a_thread_the_trainer_learns_on_from_its_c
 
     async def go() -> None:
         for batch in range(3):
-            await runtime.after_batch(runtime.handle(records(runtime, 10, start=batch * 10)))
+            await runtime.after_batch(await runtime.learn(records(runtime, 10, start=batch * 10)))
             models.append(runtime.trainer.state.learner.model)
 
     asyncio.run(go())

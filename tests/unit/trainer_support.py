@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from streamwise_core.events import EventReceived
+from streamwise_core.memory_store import MemoryModelStore
 from streamwise_core.signing import Signer
 from streamwise_devstack.fraud import FraudStream
+from streamwise_trainer.dead_letters import DeadLetterSink
 from streamwise_trainer.learning import Record, Snapshot, Trainer
-from streamwise_trainer.runtime import TrainerRuntime
+from streamwise_trainer.lease import WriterLease
+from streamwise_trainer.runtime import TrainerClients, TrainerRuntime
 from streamwise_trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,8 +25,14 @@ MODEL = "fraud-lr"
 
 
 class FakePublisher:
+    """Records what the runtime publishes (``Publisher`` is tested against Redis and SQL)."""
+
     registry_backlog = 0
     registry_failures = 0
+    held_back = 0
+    pruned = 0
+    compacted = 0
+    last_decision: dict[str, object] | None = None
 
     def __init__(self) -> None:
         self.published: list[int] = []
@@ -33,17 +45,26 @@ class FakePublisher:
         self.published.append(snapshot.meta.version)
         self.published_with_checkpoint.append((snapshot.meta.version, snapshot.checkpoint is not None))
 
+    async def close(self) -> None:
+        return None
 
-class FakeStore:
-    """What the runtime writes to the model store besides publishing: checkpoints saved alone."""
+
+class DeadLetters:
+    """What the runtime sends to the dead-letters topic."""
 
     def __init__(self) -> None:
-        self.checkpoints: list[int] = []
+        self.sent: list[dict[str, Any]] = []
 
-    async def save_checkpoint(self, model: str, signed: Any) -> None:
-        from streamwise_core.codec import ModelMeta
+    async def send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        self.sent.append(json.loads(value))
 
-        self.checkpoints.append(ModelMeta.model_validate_json(signed.meta).version)
+
+def checkpoint_versions(store: MemoryModelStore, model: str = MODEL) -> int | None:
+    """The version the stored checkpoint was saved with."""
+    from streamwise_core.codec import ModelMeta
+
+    signed = asyncio.run(store.load_checkpoint(model))
+    return ModelMeta.model_validate_json(signed.meta).version if signed is not None else None
 
 
 def trainer_settings(**changes: Any) -> TrainerSettings:
@@ -63,16 +84,47 @@ class FakeClock:
         self.now += seconds
 
 
-def runtime_without_clients(*, clock: FakeClock | None = None, cpu_clock: FakeClock | None = None, **changes: Any) -> TrainerRuntime:
-    """A runtime on fake clocks (wall and CPU): time passes only when the test advances them."""
-    settings = trainer_settings(**changes)
+class Clients:
+    """The fakes a runtime built by ``runtime_without_clients`` writes to."""
+
+    def __init__(self) -> None:
+        self.publisher = FakePublisher()
+        self.store = MemoryModelStore()
+        self.dead_letters = DeadLetters()
+
+
+def runtime_without_clients(
+    *, clock: FakeClock | None = None, cpu_clock: FakeClock | None = None, fakes: Clients | None = None,
+    lease_holder: str | None = None, on_fenced: Any = None, claim: Any = None, settings: TrainerSettings | None = None,
+    **changes: Any,
+) -> TrainerRuntime:
+    """A runtime on fake clocks (wall and CPU) and in-memory clients: time passes only when the
+    test advances the clocks; what is published, saved and dead-lettered is kept in ``fakes``."""
+    settings = settings or trainer_settings(**changes)
+    clock = clock or FakeClock()
+    fakes = fakes or Clients()
+    lease = None
+    if lease_holder is not None:
+        lease = WriterLease(
+            fakes.store, settings.spec.model.name, lease_holder, settings.writer_lease_ms,
+            on_fenced=on_fenced or (lambda: None), clock=clock,
+        )
+    sink = DeadLetterSink(fakes.dead_letters.send, settings.topics.dead_letters, settings.spec.model.name,
+                          **({"claim": claim} if claim is not None else {}))
     runtime = TrainerRuntime(
-        settings, Trainer(settings.spec, settings.topics), SIGNER, clock=clock or FakeClock(), cpu_clock=cpu_clock or FakeClock(),
+        settings, Trainer(settings.spec, settings.topics), SIGNER, clock=clock, cpu_clock=cpu_clock or FakeClock(),
+        clients=TrainerClients(fakes.publisher, fakes.store, sink, lease),
     )
-    runtime._started = True  # clients are never used below: no Kafka, no Redis
-    runtime._publisher = FakePublisher()  # type: ignore[assignment]
-    runtime._store = FakeStore()  # type: ignore[assignment]
+    _FAKES[runtime] = fakes
     return runtime
+
+
+_FAKES: weakref.WeakKeyDictionary[TrainerRuntime, Clients] = weakref.WeakKeyDictionary()
+
+
+def fakes_of(runtime: TrainerRuntime) -> Clients:
+    """The fakes of a runtime built by ``runtime_without_clients``."""
+    return _FAKES[runtime]
 
 
 def records(runtime: TrainerRuntime, n: int, start: int = 0) -> list[Record]:

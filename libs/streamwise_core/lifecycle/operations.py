@@ -17,9 +17,10 @@ from typing import Literal
 
 from ..codec import verify
 from ..errors import BlobRefused, StreamwiseError
-from ..modelstore import ModelStore, PointerMoved
+from ..modelstore import ModelStore
 from ..registry import AuditEntry, Registry
 from ..signing import Signer
+from ..store_types import PointerMoved
 from .gate import HELD_BACK, SERVED
 
 Action = Literal["promote", "rollback"]

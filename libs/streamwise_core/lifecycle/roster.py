@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..appspec import AppSpec, ModelSpec
 from ..errors import SpecError
-from ..modelstore import ModelStore, PointerMoved
+from ..modelstore import ModelStore
 from ..registry import CHALLENGER, CHAMPION, AuditEntry, ModelExists, Registry, RosterEntry
+from ..store_types import PointerMoved
 from .operations import Conflict, LifecycleError, VersionNotFound
 
 

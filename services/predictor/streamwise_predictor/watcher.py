@@ -8,8 +8,9 @@ from typing import Any
 
 from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable, BlobRefused
-from streamwise_core.modelstore import ModelStore, serving
+from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
+from streamwise_core.store_types import serving
 
 from .holder import ModelHolder, ServedModel
 from .loading import ModelLoader

@@ -11,9 +11,9 @@ from streamwise_core.signing import Signer
 from streamwise_core.telemetry import configure_logging
 
 from .app import create_app, prepare_shared
+from .lease import writer_id
 from .settings import TrainerSettings
 from .supervisor import Supervisor
-from .writer import writer_id
 
 
 def main() -> None:

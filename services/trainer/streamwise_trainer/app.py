@@ -20,10 +20,10 @@ from streamwise_core.signing import Signer
 
 from .consumer import start_positions
 from .learning import Trainer
+from .lease import acquire as acquire_lease
 from .observability import register_observability
 from .runtime import TrainerRuntime
 from .settings import TrainerSettings
-from .writer import acquire as acquire_lease
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import ModelPublished
 from streamwise_core.lifecycle import SERVED, GateDecision
-from streamwise_core.modelstore import ModelStore
 from streamwise_core.registry import Lineage, Registry
 from streamwise_core.retention import Retention
+from streamwise_core.store_ports import VersionStore
 
 from .learning import Snapshot
 
@@ -62,7 +62,7 @@ class Publisher:
     """
 
     def __init__(
-        self, store: ModelStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
+        self, store: VersionStore, registry: Registry, producer: AIOKafkaProducer, models_topic: str, *,
         announce_timeout_s: float = 2.0, registry_wait_s: float = 1.0, max_backoff_s: float = 5.0,
         decide: Decide | None = None, lineage: Callable[[ModelMeta], Lineage] | None = None,
         decide_reads_served: bool = True, retention: Retention | None = None,

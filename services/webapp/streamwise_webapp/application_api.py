@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import ID_PATTERN, LabelReceived, utcnow
-from streamwise_core.modelstore import serving
 from streamwise_core.registry import AuditEntry
 from streamwise_core.schema import feature_errors, label_error
+from streamwise_core.store_types import serving
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep

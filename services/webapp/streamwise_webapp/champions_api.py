@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamwise_core.appspec import ModelSpec
 from streamwise_core.lifecycle.operations import LifecycleError
 from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
-from streamwise_core.modelstore import serving
 from streamwise_core.registry import RETIRED
+from streamwise_core.store_types import serving
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep

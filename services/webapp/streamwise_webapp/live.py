@@ -12,8 +12,9 @@ from redis.exceptions import RedisError
 from streamwise_core.codec import verify
 from streamwise_core.errors import BackendUnavailable, BlobRefused, StreamwiseError
 from streamwise_core.events import utcnow
-from streamwise_core.modelstore import ModelStore, serving
+from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
+from streamwise_core.store_types import serving
 
 from .views import CurrentModel, LiveState, LiveStatus, current_view, live_state, state_key
 
