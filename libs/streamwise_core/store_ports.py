@@ -94,3 +94,7 @@ class WriterLeases(Protocol):
 
 class VersionStore(Blobs, Pointers, Protocol):
     """Versions and the pointers at them: what publishing and the lifecycle operations use."""
+
+
+class FollowedVersions(VersionStore, Announcements, Protocol):
+    """Versions and pointers, and the announcements that say when they move: what predictors follow."""

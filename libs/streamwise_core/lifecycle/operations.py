@@ -17,9 +17,9 @@ from typing import Literal
 
 from ..codec import verify
 from ..errors import BlobRefused, StreamwiseError
-from ..modelstore import ModelStore
 from ..registry import AuditEntry, Registry
 from ..signing import Signer
+from ..store_ports import VersionStore
 from ..store_types import PointerMoved
 from .gate import HELD_BACK, SERVED
 
@@ -52,7 +52,7 @@ class Moved:
 
 
 async def move_current(
-    store: ModelStore, registry: Registry, signer: Signer, *, app: str, model: str, version: int,
+    store: VersionStore, registry: Registry, signer: Signer, *, app: str, model: str, version: int,
     action: Action, actor: str, reason: str,
 ) -> Moved:
     """Roll back to an earlier stored version, or promote a later one (e.g. held back)."""
@@ -101,7 +101,7 @@ class PinChanged:
 
 
 async def pin(
-    store: ModelStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
+    store: VersionStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
 ) -> PinChanged:
     """Keep a stored version's blob whatever the retention."""
     try:
@@ -113,7 +113,7 @@ async def pin(
 
 
 async def unpin(
-    store: ModelStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
+    store: VersionStore, registry: Registry, *, app: str, model: str, version: int, actor: str, reason: str,
 ) -> PinChanged:
     """Let retention delete a pinned version's blob again (not at once: at the next pruning)."""
     if not await store.unpin(model, version):

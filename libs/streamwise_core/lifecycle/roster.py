@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..appspec import AppSpec, ModelSpec
 from ..errors import SpecError
-from ..modelstore import ModelStore
 from ..registry import CHALLENGER, CHAMPION, AuditEntry, ModelExists, Registry, RosterEntry
+from ..store_ports import Pointers
 from ..store_types import PointerMoved
 from .operations import Conflict, LifecycleError, VersionNotFound
 
@@ -64,14 +64,14 @@ def check_buildable(app: AppSpec, model: ModelSpec) -> None:
         build_model(one)
 
 
-async def publish_roster(store: ModelStore, registry: Registry, app: str) -> list[RosterEntry]:
+async def publish_roster(store: Pointers, registry: Registry, app: str) -> list[RosterEntry]:
     entries = await asyncio.to_thread(registry.roster, app)
     await store.set_roster([e.name for e in entries])
     return entries
 
 
 async def add_challenger(
-    store: ModelStore, registry: Registry, app: AppSpec, model: ModelSpec, start: StartPosition, *,
+    store: Pointers, registry: Registry, app: AppSpec, model: ModelSpec, start: StartPosition, *,
     actor: str, reason: str,
 ) -> RosterEntry:
     try:
@@ -94,7 +94,7 @@ async def add_challenger(
     return entry
 
 
-async def retire(store: ModelStore, registry: Registry, app: str, name: str, *, actor: str, reason: str) -> None:
+async def retire(store: Pointers, registry: Registry, app: str, name: str, *, actor: str, reason: str) -> None:
     entry = await asyncio.to_thread(registry.roster_entry, app, name)
     if entry is None:
         raise VersionNotFound(f"no model {name} in {app}")
@@ -109,7 +109,7 @@ async def retire(store: ModelStore, registry: Registry, app: str, name: str, *, 
 
 
 async def make_champion(
-    store: ModelStore, registry: Registry, app: str, name: str, *, actor: str, reason: str,
+    store: Pointers, registry: Registry, app: str, name: str, *, actor: str, reason: str,
     details: dict[str, Any] | None = None,
 ) -> int:
     """Serve ``name`` by default from now on (every predictor switches at once); return the

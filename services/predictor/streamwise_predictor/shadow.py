@@ -18,7 +18,7 @@ from typing import Protocol
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import BackendUnavailable
 from streamwise_core.events import utcnow
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.store_ports import Pointers
 
 from .holder import ModelHolder, ServedModel
 from .predictions import Answer, Checked, predict_checked, prediction_records
@@ -34,7 +34,7 @@ class Recorder(Protocol):
 class ShadowModels:
     """The current version of every model on the roster but the champion."""
 
-    def __init__(self, store: ModelStore, watcher: VersionWatcher, holder: ModelHolder) -> None:
+    def __init__(self, store: Pointers, watcher: VersionWatcher, holder: ModelHolder) -> None:
         self._store = store
         self._watcher = watcher
         self._holder = holder

@@ -8,8 +8,8 @@ from typing import Any
 
 from streamwise_core.codec import ModelMeta
 from streamwise_core.errors import BackendUnavailable, BlobRefused
-from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
+from streamwise_core.store_ports import FollowedVersions
 from streamwise_core.store_types import serving
 
 from .holder import ModelHolder, ServedModel
@@ -22,7 +22,7 @@ class VersionWatcher:
     """Listens to pub/sub and polls the current pointer; refused blobs are never retried."""
 
     def __init__(
-        self, store: ModelStore, signer: Signer, holder: ModelHolder, model: str, poll_interval_s: float,
+        self, store: FollowedVersions, signer: Signer, holder: ModelHolder, model: str, poll_interval_s: float,
         *, loader: ModelLoader | None = None,
     ) -> None:
         self._store = store

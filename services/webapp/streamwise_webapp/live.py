@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 from streamwise_core.codec import verify
 from streamwise_core.errors import BackendUnavailable, BlobRefused, StreamwiseError
 from streamwise_core.events import utcnow
-from streamwise_core.modelstore import ModelStore
 from streamwise_core.signing import Signer
+from streamwise_core.store_ports import Announcements, VersionStore
 from streamwise_core.store_types import serving
 
 from .views import CurrentModel, LiveState, LiveStatus, current_view, live_state, state_key
@@ -31,7 +31,7 @@ class VersionUnreadable(StreamwiseError):
 class CurrentReader:
     """Reads the current version's metadata, verified; blobs are fetched once per version."""
 
-    def __init__(self, store: ModelStore, signer: Signer, model: str) -> None:
+    def __init__(self, store: VersionStore, signer: Signer, model: str) -> None:
         self._store = store
         self._signer = signer
         self._model = model
@@ -73,7 +73,7 @@ class LiveModel:
     """Keeps the latest state in memory and wakes every subscribed stream when it changes."""
 
     def __init__(
-        self, reader: CurrentReader, store: ModelStore, model: str, poll_interval_s: float,
+        self, reader: CurrentReader, store: Announcements, model: str, poll_interval_s: float,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._reader = reader
