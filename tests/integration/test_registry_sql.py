@@ -383,7 +383,7 @@ async def test_publisher_defers_registry_rows_while_postgres_is_down(
 
         # Up: Redis and the registry both get v1.
         snapshots.append(trainer.snapshot(SIGNER))
-        await publisher.publish(snapshots[-1])
+        await publisher.deliver(snapshots[-1])
         assert publisher.registry_backlog == 0
         assert [r.version for r in await asyncio.to_thread(registry.versions, SPEC.name, model)] == [1]
 
@@ -394,7 +394,7 @@ async def test_publisher_defers_registry_rows_while_postgres_is_down(
         for expected_backlog in (1, 2, 3):
             _more(trainer, topics, 100 * expected_backlog, 5)
             snapshots.append(trainer.snapshot(SIGNER))
-            await publisher.publish(snapshots[-1])
+            await publisher.deliver(snapshots[-1])
             assert publisher.registry_backlog == expected_backlog
             assert await store.current_version(model) == snapshots[-1].meta.version
         await publisher.flush_registry()  # still down: nothing lost, nothing drained
@@ -452,7 +452,7 @@ async def test_publisher_registry_row_has_blob_digest(
     try:
         publisher = Publisher(store, registry, producer, topics.models)
         snapshot = _trainer_with_examples(topics, 10).snapshot(SIGNER)
-        await publisher.publish(snapshot)
+        await publisher.deliver(snapshot)
         signed = await store.load(SPEC.model.name, 1)
         assert signed is not None
         [row] = registry.versions(SPEC.name, SPEC.model.name)

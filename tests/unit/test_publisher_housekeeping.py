@@ -67,10 +67,9 @@ def test_every_publication_prunes_and_every_hundred_rows_compact_the_registry(mo
         publisher = Publisher(store, registry, Producer(), "models", retention=retention)  # type: ignore[arg-type]
         for i in range(25):
             trainer.handle_many(records(runtime, 1, start=i))
-            await publisher.publish(trainer.snapshot(SIGNER, checkpoint=False))
+            await publisher.deliver(trainer.snapshot(SIGNER, checkpoint=False))
             await publisher.flush_registry()
-            if publisher._compactor is not None:
-                await publisher._compactor
+            await publisher.idle()
         return publisher
 
     publisher = asyncio.run(go())
@@ -88,7 +87,7 @@ def test_a_failing_prune_leaves_the_blobs_for_next_time_and_the_version_publishe
     async def go() -> None:
         publisher = Publisher(store, registry, Producer(), "models", retention=Retention())  # type: ignore[arg-type]
         runtime.trainer.handle_many(records(runtime, 3))
-        await publisher.publish(runtime.trainer.snapshot(SIGNER, checkpoint=False))
+        await publisher.deliver(runtime.trainer.snapshot(SIGNER, checkpoint=False))
         await publisher.flush_registry()
 
     asyncio.run(go())

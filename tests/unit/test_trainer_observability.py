@@ -46,13 +46,13 @@ def test_each_publication_reports_its_duration_freshness_and_sizes() -> None:
     clock = FakeClock()
     runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=10**6)
     registry = register_observability(_FakeFaust(), runtime)
-    publish = fakes_of(runtime).publisher.publish
+    publish = fakes_of(runtime).publisher.deliver
 
     async def storing_takes_50_ms(snapshot: Snapshot) -> None:
         clock.advance(0.05)
         await publish(snapshot)
 
-    fakes_of(runtime).publisher.publish = storing_takes_50_ms  # type: ignore[method-assign]
+    fakes_of(runtime).publisher.deliver = storing_takes_50_ms  # type: ignore[method-assign]
 
     async def learn_then_publish() -> None:
         await runtime.after_batch(await runtime.learn(records(runtime, 50)))  # nothing due: only noted

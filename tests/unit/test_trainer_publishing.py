@@ -185,13 +185,13 @@ def test_versions_are_due_every_interval_from_the_start_of_the_last_one() -> Non
     clock = FakeClock()
     runtime = runtime_without_clients(clock=clock, publish_every_n=10**6, publish_every_ms=200, publish_busy_max=1.0)
     publisher = fakes_of(runtime).publisher
-    stored = publisher.publish
+    stored = publisher.deliver
 
     async def slow_publish(snapshot) -> None:  # type: ignore[no-untyped-def]
         clock.advance(0.15)  # storing takes most of the interval
         await stored(snapshot)
 
-    publisher.publish = slow_publish  # type: ignore[method-assign]
+    publisher.deliver = slow_publish  # type: ignore[method-assign]
 
     async def go() -> None:
         runtime.trainer.handle_many(records(runtime, 5))

@@ -41,7 +41,7 @@ class FakePublisher:
     def schedule_flush(self) -> None:
         return None
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def deliver(self, snapshot: Snapshot) -> None:
         self.published.append(snapshot.meta.version)
         self.published_with_checkpoint.append((snapshot.meta.version, snapshot.checkpoint is not None))
 

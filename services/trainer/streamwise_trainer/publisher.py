@@ -94,7 +94,7 @@ class Publisher:
         self._retry_at = 0.0
         self.registry_failures = 0
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def deliver(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` in Redis, then queue its registry row and announce it.
 
         Raises ``BackendUnavailable`` when Redis is down. Whether or not that write landed,
@@ -220,6 +220,12 @@ class Publisher:
         self.compacted += deleted
         if deleted:
             log.info("registry of %s compacted: %s older rows merged into their neighbours", model, deleted)
+
+    async def idle(self) -> None:
+        """Wait for the registry write and the compaction under way, if any."""
+        for task in (self._flusher, self._compactor):
+            if task is not None and not task.done():
+                await asyncio.shield(task)
 
     @property
     def registry_backlog(self) -> int:

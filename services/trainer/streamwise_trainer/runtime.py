@@ -56,7 +56,7 @@ class Publishing(Protocol):
     @property
     def registry_backlog(self) -> int: ...
 
-    async def publish(self, snapshot: Snapshot) -> None: ...
+    async def deliver(self, snapshot: Snapshot) -> None: ...
 
     def schedule_flush(self) -> object: ...
 
@@ -352,7 +352,7 @@ class TrainerRuntime:
             snapshot = self._pending
             started = self._clock()
             try:
-                await clients.publisher.publish(snapshot)
+                await clients.publisher.deliver(snapshot)
             except Exception as exc:  # noqa: BLE001 - BackendUnavailable, or anything else: retry later
                 self.publish_failures += 1
                 backoff = self.policy.failed()
