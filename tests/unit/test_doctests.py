@@ -7,12 +7,12 @@ from types import ModuleType
 
 import pytest
 
-from streamwise_core import store_types, topic_config
+from streamwise_core import events, schema, store_types, topic_config
 from streamwise_core.lifecycle import challenge, gate
 from streamwise_predictor import holder
 from streamwise_trainer import join, publish_policy
 
-MODULES: list[ModuleType] = [store_types, topic_config, challenge, gate, holder, join, publish_policy]
+MODULES: list[ModuleType] = [store_types, topic_config, challenge, gate, holder, join, publish_policy, schema, events]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -25,7 +25,7 @@ from streamwise_core.appspec import load_app_spec
 from streamwise_core.events import EventReceived, LabelReceived, event_fields, label_fields
 from streamwise_core.settings import Topics
 from streamwise_devstack.fraud import FraudStream
-from streamwise_ingest.validation import quick_event_records
+from streamwise_ingest.validation import event_records
 from streamwise_trainer.learning import Record, Trainer
 
 from .test_ingest_validation import features
@@ -116,8 +116,7 @@ def test_what_ingest_and_the_models_write_takes_the_fast_way() -> None:
                               received_at=datetime(2026, 3, 1, tzinfo=UTC)).to_bytes()]
     items = [{"id": g.id, "features": g.features, "label": g.label} for g in stream]
     items += [{"id": "t-1", "features": features(), "timestamp": "2026-02-28T08:30:00.5+02:00", "label": None}]
-    ingested = quick_event_records(SPEC, items, NOW)
-    assert ingested is not None
+    ingested = event_records(SPEC, json.dumps(items).encode(), "application/json", max_items=1000, now=NOW)
     labels = [LabelReceived(id=g.id, label=bool(g.label), timestamp=NOW, source=s).to_bytes() for g, s in zip(stream, ("api", "feedback"), strict=False)]
     expected = ([model_event(b) for b in written + [v for _, v in ingested[1]]], [model_label(b) for b in labels])
     with pytest.MonkeyPatch.context() as patch:

@@ -1,8 +1,9 @@
-"""Ingest: request bodies into items, items into validated events and labels (all or nothing)."""
+"""Ingest: request bodies into items, items into validated event records and labels (all or nothing)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import EventReceived, LabelReceived
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.parsing import MAX_DEPTH, parse_items
-from streamwise_ingest.validation import validate_events, validate_labels
+from streamwise_ingest.validation import event_records, new_ids, validate_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -40,6 +41,13 @@ def failure(call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     with pytest.raises(ValidationFailed) as info:
         call(*args, **kwargs)
     return info.value.errors
+
+
+def ingested(spec: AppSpec, items: list[Any], now: datetime = NOW) -> list[EventReceived]:
+    """The events ingest writes for ``items`` sent as a JSON list, as their model reads them back."""
+    ids, records = event_records(spec, json.dumps(items).encode(), JSON, max_items=1000, now=now)
+    assert [key.decode() for key, _ in records] == ids
+    return [EventReceived.from_bytes(value) for _, value in records]
 
 
 # --- parse_items ---------------------------------------------------------------------------
@@ -143,12 +151,12 @@ def test_ndjson_line_separator_inside_a_string_is_not_a_line_break() -> None:
     assert parse_items(body, NDJSON, max_items=10) == [{"merchant": "a\u2028b"}, {"merchant": "c\u0085d"}]
 
 
-# --- validate_events -----------------------------------------------------------------------
+# --- event_records -------------------------------------------------------------------------
 
 
 def test_valid_events_become_event_received(spec: AppSpec) -> None:
     ts = "2026-02-28T08:30:00Z"
-    events = validate_events(
+    events = ingested(
         spec,
         [{"id": "tx-1", "features": features(), "label": True, "timestamp": ts}, {"id": "tx-2", "features": features(hour=3.0)}],
         now=NOW,
@@ -168,16 +176,16 @@ def test_valid_events_become_event_received(spec: AppSpec) -> None:
 def test_fraud_stream_events_all_validate(spec: AppSpec) -> None:
     generated = FraudStream(seed=11, drift_at=100).take(200)
     items = [{"id": g.id, "features": g.features, "label": g.label} for g in generated]
-    events = validate_events(spec, items, now=NOW)
+    events = ingested(spec, items, now=NOW)
     assert [(e.id, e.label) for e in events] == [(g.id, g.label) for g in generated]
 
 
 def test_missing_ids_are_generated_and_unique(spec: AppSpec) -> None:
-    events = validate_events(spec, [{"features": features()} for _ in range(100)], now=NOW)
+    events = ingested(spec, [{"features": features()} for _ in range(100)], now=NOW)
     ids = [e.id for e in events]
     assert len(set(ids)) == 100
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
-    again = validate_events(spec, [{"features": features()}], now=NOW)
+    again = ingested(spec, [{"features": features()}], now=NOW)
     assert again[0].id not in ids
 
 
@@ -188,7 +196,7 @@ def test_error_entries_name_index_id_and_field(spec: AppSpec) -> None:
         {"features": features(merchant="casino")},
         {"id": "bad-3", "features": features(), "label": "yes"},
     ]
-    errors = failure(validate_events, spec, items, now=NOW)
+    errors = failure(ingested, spec, items, now=NOW)
     assert errors == [
         {"index": 1, "id": "bad-1", "loc": ["features", "amount"], "msg": "expected a number, got str"},
         {"index": 2, "id": None, "loc": ["features", "merchant"], "msg": errors[1]["msg"]},
@@ -200,7 +208,7 @@ def test_error_entries_name_index_id_and_field(spec: AppSpec) -> None:
 def test_missing_and_unknown_features_are_named(spec: AppSpec) -> None:
     f = features(colour="red")
     del f["hour"]
-    errors = failure(validate_events, spec, [{"id": "e", "features": f}], now=NOW)
+    errors = failure(ingested, spec, [{"id": "e", "features": f}], now=NOW)
     assert [(e["loc"], e["msg"]) for e in errors] == [
         (["features", "colour"], "unknown feature"),
         (["features", "hour"], "missing required feature"),
@@ -209,11 +217,11 @@ def test_missing_and_unknown_features_are_named(spec: AppSpec) -> None:
 
 def test_all_or_nothing(spec: AppSpec) -> None:
     items = [{"id": f"e{i}", "features": features()} for i in range(10)]
-    assert len(validate_events(spec, items, now=NOW)) == 10
+    assert len(ingested(spec, items, now=NOW)) == 10
     items[6]["features"]["txn_last_hour"] = 1.5
     result = None
     with pytest.raises(ValidationFailed) as info:
-        result = validate_events(spec, items, now=NOW)
+        result = ingested(spec, items, now=NOW)
     assert result is None
     assert info.value.errors == [
         {"index": 6, "id": "e6", "loc": ["features", "txn_last_hour"], "msg": "expected an integer, got float"}
@@ -224,7 +232,7 @@ def test_all_or_nothing(spec: AppSpec) -> None:
 
 def test_duplicate_ids_in_one_request(spec: AppSpec) -> None:
     items = [{"id": i, "features": features()} for i in ["a", "b", "a", "c", "a"]]
-    errors = failure(validate_events, spec, items, now=NOW)
+    errors = failure(ingested, spec, items, now=NOW)
     assert errors == [
         {"index": 2, "id": "a", "loc": ["id"], "msg": "duplicate id in this request"},
         {"index": 4, "id": "a", "loc": ["id"], "msg": "duplicate id in this request"},
@@ -242,7 +250,7 @@ def test_duplicate_ids_in_one_request(spec: AppSpec) -> None:
     ],
 )
 def test_bad_timestamps_are_refused(spec: AppSpec, timestamp: str, msg: str) -> None:
-    (error,) = failure(validate_events, spec, [{"id": "t", "features": features(), "timestamp": timestamp}], now=NOW)
+    (error,) = failure(ingested, spec, [{"id": "t", "features": features(), "timestamp": timestamp}], now=NOW)
     assert (error["index"], error["id"], error["loc"]) == (0, "t", ["timestamp"])
     assert msg in error["msg"]
 
@@ -252,26 +260,26 @@ def test_bad_timestamps_are_refused(spec: AppSpec, timestamp: str, msg: str) -> 
     ["2000-01-01T00:00:00Z", (NOW + timedelta(days=1)).isoformat(), "2026-03-01T14:00:00+02:00"],
 )
 def test_timestamps_at_the_bounds_and_with_offsets_are_accepted(spec: AppSpec, timestamp: str) -> None:
-    (event,) = validate_events(spec, [{"features": features(), "timestamp": timestamp}], now=NOW)
+    (event,) = ingested(spec, [{"features": features(), "timestamp": timestamp}], now=NOW)
     assert event.timestamp == datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
 def test_offset_timestamp_keeps_the_instant(spec: AppSpec) -> None:
-    (event,) = validate_events(spec, [{"features": features(), "timestamp": "2026-03-01T14:00:00+02:00"}], now=NOW)
+    (event,) = ingested(spec, [{"features": features(), "timestamp": "2026-03-01T14:00:00+02:00"}], now=NOW)
     assert event.timestamp.utcoffset() == timedelta(hours=2)
     assert event.timestamp == NOW
     assert event.timestamp.tzinfo is not None and event.timestamp.astimezone(UTC) == NOW
 
 
 def test_unknown_top_level_key_is_refused(spec: AppSpec) -> None:
-    (error,) = failure(validate_events, spec, [{"id": "x1", "features": features(), "colour": "red"}], now=NOW)
+    (error,) = failure(ingested, spec, [{"id": "x1", "features": features(), "colour": "red"}], now=NOW)
     assert (error["index"], error["id"], error["loc"]) == (0, "x1", ["colour"])
     assert "Extra inputs are not permitted" in error["msg"]
 
 
 @pytest.mark.parametrize("bad_id", ["", "has space", "-leading", "a" * 129, "é", "a/b"])
 def test_bad_event_ids_are_refused(spec: AppSpec, bad_id: str) -> None:
-    (error,) = failure(validate_events, spec, [{"id": bad_id, "features": features()}], now=NOW)
+    (error,) = failure(ingested, spec, [{"id": bad_id, "features": features()}], now=NOW)
     assert (error["index"], error["loc"]) == (0, ["id"])
 
 
@@ -280,7 +288,7 @@ def test_bad_event_ids_are_refused(spec: AppSpec, bad_id: str) -> None:
     [(5, []), ("text", []), ([1], []), ({"id": "x"}, ["features"]), ({"features": [1]}, ["features"])],
 )
 def test_items_that_are_not_events(spec: AppSpec, item: Any, loc: list[Any]) -> None:
-    errors = failure(validate_events, spec, [{"features": features()}, item], now=NOW)
+    errors = failure(ingested, spec, [{"features": features()}, item], now=NOW)
     assert all(e["index"] == 1 for e in errors)
     assert errors[0]["loc"] == loc
 
@@ -289,13 +297,13 @@ def test_regression_and_multiclass_labels_on_events() -> None:
     common = {"features": {"x": "float"}}
     reg = parse_app_spec({"name": "r", "task": "regression", **common,
                           "model": {"name": "m", "steps": [{"use": "linear_model.LinearRegression"}]}})
-    (event,) = validate_events(reg, [{"features": {"x": 1}, "label": 2.5}], now=NOW)
+    (event,) = ingested(reg, [{"features": {"x": 1}, "label": 2.5}], now=NOW)
     assert event.label == 2.5
-    assert failure(validate_events, reg, [{"features": {"x": 1}, "label": True}], now=NOW)[0]["loc"] == ["label"]
+    assert failure(ingested, reg, [{"features": {"x": 1}, "label": True}], now=NOW)[0]["loc"] == ["label"]
     multi = parse_app_spec({"name": "m", "task": "multiclass", **common, "label": {"classes": ["a", "b"]},
                             "model": {"name": "m", "steps": [{"use": "linear_model.SoftmaxRegression"}]}})
-    assert validate_events(multi, [{"features": {"x": 1}, "label": "b"}], now=NOW)[0].label == "b"
-    (error,) = failure(validate_events, multi, [{"features": {"x": 1}, "label": "c"}], now=NOW)
+    assert ingested(multi, [{"features": {"x": 1}, "label": "b"}], now=NOW)[0].label == "b"
+    (error,) = failure(ingested, multi, [{"features": {"x": 1}, "label": "c"}], now=NOW)
     assert error["msg"] == "expected one of: a, b"
 
 
@@ -303,15 +311,82 @@ def test_optional_feature_sent_as_null_is_treated_as_absent() -> None:
     spec = parse_app_spec({"name": "o", "task": "binary",
                            "features": {"x": "float", "y": {"type": "float", "required": False}},
                            "model": {"name": "m", "steps": [{"use": "linear_model.LogisticRegression"}]}})
-    (event,) = validate_events(spec, [{"id": "n", "features": {"x": 1.0, "y": None}}], now=NOW)
+    (event,) = ingested(spec, [{"id": "n", "features": {"x": 1.0, "y": None}}], now=NOW)
     assert event.id == "n"
     assert event.features["x"] == 1.0 and event.features.get("y") is None
 
 
 def test_huge_integer_feature_is_a_validation_error(spec: AppSpec) -> None:
-    items = parse_items(b'{"features": {"amount": 1' + b"0" * 400 + b"}}", JSON, max_items=10)
-    errors = failure(validate_events, spec, items, now=NOW)
-    assert errors[0]["loc"] == ["features", "amount"]
+    errors = failure(event_records, spec, b'{"features": {"amount": 1' + b"0" * 400 + b"}}", JSON, max_items=10, now=NOW)
+    assert errors[0] == {"index": 0, "id": None, "loc": ["features", "amount"], "msg": "expected a finite number"}
+
+
+def test_integers_past_64_bits_are_written_as_sent(spec: AppSpec) -> None:
+    """orjson reads them as floats: such a float sends the body to be read again exactly."""
+    big = b"1" + b"0" * 20
+    body = b'{"id": "b-1", "features": {"amount": ' + big + b', "hour": 18446744073709551615, "distance_km": -9223372036854775809,' \
+        b' "is_foreign": true, "card_present": true, "merchant": "fuel", "txn_last_hour": 0}}'
+    _, [(_, value)] = event_records(spec, body, JSON, max_items=10, now=NOW)
+    assert b'"amount":' + big + b"," in value and b'"hour":18446744073709551615,' in value and b'"distance_km":-9223372036854775809,' in value
+    assert EventReceived.from_bytes(value).features["amount"] == 10**20
+    _, [(_, value)] = event_records(spec, body.replace(big, b"1e20"), JSON, max_items=10, now=NOW)  # a float it was
+    assert b'"amount":1e+20,' in value
+
+
+@pytest.mark.parametrize("content_type", [JSON, NDJSON])
+def test_one_object_a_list_and_ndjson_give_the_same_records(spec: AppSpec, content_type: str) -> None:
+    items = [{"id": f"s-{k}", "features": features(amount=k + 0.5, hour=k), "label": k % 2 == 0} for k in range(5)]
+    body = json.dumps(items).encode() if content_type == JSON else b"\n".join(json.dumps(i).encode() for i in items)
+    ids, records = event_records(spec, body, content_type, max_items=10, now=NOW)
+    assert ids == [f"s-{k}" for k in range(5)]
+    for item in items:
+        assert event_records(spec, json.dumps(item).encode(), JSON, max_items=10, now=NOW) == ([item["id"]], [records[ids.index(item["id"])]])
+    assert [value for _, value in records] == [
+        EventReceived(id=i["id"], features=i["features"], label=i["label"], timestamp=NOW, received_at=NOW).to_bytes() for i in items
+    ]
+
+
+def test_a_body_too_deep_is_refused_as_such_whatever_its_items(spec: AppSpec) -> None:
+    deep = {"features": features(), "label": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
+    assert failure(event_records, spec, json.dumps(deep).encode(), JSON, max_items=10, now=NOW) == [
+        {"loc": ["body"], "msg": "JSON nested deeper than 32 levels"}
+    ]
+    assert failure(event_records, spec, b'{"features": {"amount": NaN}}', JSON, max_items=10, now=NOW)[0]["loc"] == ["body"]
+
+
+def test_new_ids_are_uuid4_hex() -> None:
+    ids = new_ids(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(hex=text)
+        assert text == parsed.hex and len(text) == 32
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every other bit varies, as uuid4's do: no position is stuck
+    for position in range(32):
+        if position not in (12, 16):
+            assert len({text[position] for text in ids}) > 8, position
+    assert {text[16] for text in ids} == set("89ab")
+    assert new_ids(0) == []
+
+
+def test_generated_ids_are_distinct_across_one_request(spec: AppSpec) -> None:
+    items = [{"id": "given-1", "features": features()}, {"features": features()}, {"id": None, "features": features()}, {"features": features()}]
+    ids, records = event_records(spec, json.dumps(items).encode(), JSON, max_items=10, now=NOW)
+    assert ids[0] == "given-1" and len(set(ids)) == 4
+    assert all(uuid.UUID(hex=i).version == 4 for i in ids[1:])
+    assert [json.loads(v)["id"] for _, v in records] == ids
+    assert [k for k, _ in records] == [i.encode() for i in ids]
+
+
+def test_duplicates_are_named_by_their_own_index(spec: AppSpec) -> None:
+    items = [{"id": "a", "features": features()}, {"id": 5, "features": features()}, {"id": "a", "features": features()}]
+    errors = failure(ingested, spec, items)
+    assert errors == [
+        {"index": 1, "id": None, "loc": ["id"], "msg": "Input should be a valid string"},
+        {"index": 2, "id": "a", "loc": ["id"], "msg": "duplicate id in this request"},
+    ]
+    labels = [{"id": "a", "label": True}, {"label": True}, {"id": "a", "label": False}]
+    assert failure(validate_labels, spec, labels, now=NOW)[1] == {"index": 2, "id": "a", "loc": ["id"], "msg": "duplicate id in this request"}
 
 
 # --- validate_labels -----------------------------------------------------------------------

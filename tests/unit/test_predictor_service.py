@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from streamwise_core.inference import label_key, predict
 from streamwise_core.pipeline import build_model
 from streamwise_core.schema import to_model_input
 from streamwise_devstack.fraud import FraudStream
+from streamwise_predictor import predictions
 from streamwise_predictor.holder import ModelHolder, ServedModel
-from streamwise_predictor.predictions import Batch, Instance, check_instances
+from streamwise_predictor.predictions import Batch, Checked, Instance, read_request
 from tests.model_helpers import predict_instances
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,35 +108,113 @@ def test_batch_needs_an_instance() -> None:
     assert len(Batch.model_validate({"instances": [{"features": {}}]}).instances) == 1
 
 
-# --- check_instances -----------------------------------------------------------------------
+# --- read_request ---------------------------------------------------------------------------
 
 
-def test_valid_instances_pass() -> None:
-    instances = [Instance(id=g.id, features=g.features) for g in FraudStream(seed=33, drift_at=50).take(100)]
-    assert check_instances(SPEC, instances) is None
+def batch(instances: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"instances": instances}).encode()
+
+
+def refused(body: bytes, max_batch: int | None = 10) -> list[dict[str, Any]]:
+    with pytest.raises(ValidationFailed) as info:
+        read_request(SPEC, body, max_batch)
+    return info.value.errors
+
+
+def test_valid_instances_are_read_as_the_model_reads_them() -> None:
+    generated = FraudStream(seed=33, drift_at=50).take(100)
+    checked = read_request(SPEC, batch([{"id": g.id, "features": g.features} for g in generated]), 100)
+    assert checked == [Checked(g.id, to_model_input(SPEC, g.features)) for g in generated]
+    assert all(type(c) is Checked for c in checked)
+    one = generated[0]
+    assert read_request(SPEC, json.dumps({"features": one.features}).encode(), None) == [Checked(None, to_model_input(SPEC, one.features))]
+    assert read_request(SPEC, json.dumps({"id": None, "features": one.features}).encode(), None)[0].id is None
 
 
 def test_invalid_instances_name_index_id_and_field() -> None:
     good = FraudStream(seed=34, drift_at=10**9).take(1)[0].features
     missing = dict(good)
     del missing["hour"]
-    instances = [
-        Instance(id="ok", features=good),
-        Instance(id="b1", features=dict(good, amount="12", is_foreign=1)),
-        Instance(features=missing),
-        Instance(id="b3", features=dict(good, merchant="casino", extra=1.0)),
-    ]
-    with pytest.raises(ValidationFailed) as info:
-        check_instances(SPEC, instances)
-    got = [(e["index"], e["id"], e["loc"]) for e in info.value.errors]
+    errors = refused(batch([
+        {"id": "ok", "features": good},
+        {"id": "b1", "features": dict(good, amount="12", is_foreign=1)},
+        {"features": missing},
+        {"id": "b3", "features": dict(good, merchant="casino", extra=1.0)},
+        {"id": "ok", "features": good},
+    ]))
+    got = [(e["index"], e["id"], e["loc"]) for e in errors]
     assert got == [
         (1, "b1", ["features", "amount"]),
         (1, "b1", ["features", "is_foreign"]),
         (2, None, ["features", "hour"]),
         (3, "b3", ["features", "extra"]),
         (3, "b3", ["features", "merchant"]),
+        (4, "ok", ["id"]),
     ]
-    assert info.value.errors[2]["msg"] == "missing required feature"
+    assert errors[2]["msg"] == "missing required feature"
+    assert errors[5]["msg"] == "duplicate id in this request"
+
+
+def test_an_instance_of_the_wrong_shape_is_named_alone() -> None:
+    """As pydantic named them: nothing else is checked once an instance has the wrong shape."""
+    good = FraudStream(seed=34, drift_at=10**9).take(1)[0].features
+    assert refused(batch([{"id": "a", "features": dict(good, amount="x")}, {"id": "p 1", "features": good, "label": True}])) == [
+        {"index": 1, "id": "p 1", "loc": ["id"], "msg": "String should match pattern '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'"},
+        {"index": 1, "id": "p 1", "loc": ["label"], "msg": "Extra inputs are not permitted"},
+    ]
+    assert refused(json.dumps([{"features": good}]).encode(), None) == [
+        {"index": 0, "id": None, "loc": [], "msg": "Input should be a valid dictionary or instance of Instance"},
+    ]
+    assert refused(json.dumps({"id": 5}).encode(), None) == [
+        {"index": 0, "id": None, "loc": ["id"], "msg": "Input should be a valid string"},
+        {"index": 0, "id": None, "loc": ["features"], "msg": "Field required"},
+    ]
+
+
+@pytest.mark.parametrize(("body", "errors"), [
+    (b"[]", [{"loc": ["body"], "msg": "expected an object with 'instances'"}]),
+    (b'{"instances": []}', [{"loc": ["body", "instances"], "msg": "expected a non-empty list of instances"}]),
+    (b'{"instances": {}, "model": "x"}', [
+        {"loc": ["body", "model"], "msg": "unknown field"},
+        {"loc": ["body", "instances"], "msg": "expected a non-empty list of instances"},
+    ]),
+    (batch([{"features": {}}] * 11), [{"loc": ["body", "instances"], "msg": "at most 10 instances per batch"}]),
+    # an unknown field stops the check before the features
+    (b'{"instances": [{"features": {}}], "x": 1}', [{"loc": ["body", "x"], "msg": "unknown field"}]),
+    (b'{"instances": [{"features": {"amount": NaN}}]}', None),
+    (b"", [{"loc": ["body"], "msg": "empty body: expected JSON"}]),
+])
+def test_what_is_wrong_around_a_batch(body: bytes, errors: list[dict[str, Any]] | None) -> None:
+    got = refused(body)
+    if errors is None:
+        assert got[0]["loc"] == ["body"] and got[0]["msg"].startswith("invalid JSON")
+    else:
+        assert got == errors
+
+
+def test_integers_past_64_bits_are_read_exactly() -> None:
+    good = FraudStream(seed=34, drift_at=10**9).take(1)[0].features
+    body = json.dumps({"features": dict(good, amount=10**30, hour=2**64)}).encode()
+    (checked,) = read_request(SPEC, body, None)
+    assert checked.x["amount"] == 1e30 and checked.x["hour"] == 2.0**64
+    assert refused(json.dumps({"features": dict(good, is_foreign=10**30)}).encode(), None)[0]["msg"] == "expected true or false, got int"
+
+
+@pytest.mark.parametrize(("y", "proba"), [
+    (True, {False: 0.25, True: 0.75}), (None, None), (None, {}), (2.5, None), (float("nan"), None), (float("inf"), None),
+    ("a", {"a": float("nan"), "b": 0.5}), ("a", {"a": float("inf"), "b": float("-inf")}), (True, {True: 1e308, False: 1e308}),
+    (True, {True: 10**400, False: 0.0}), (True, {True: 10**300, False: 0.0}), (True, {True: "0.5", False: 0.5}),
+    (True, {True: "nan", False: 0.5}), (True, {True: "x", False: 0.5}), (True, {True: None, False: 0.5}),
+    (True, {True: 1, False: 0}), (1e308, {True: 1e308}), (-0.0, {"a": -0.0}), (True, {True: complex(1, 0)}),
+])
+def test_the_finite_check_gives_the_element_by_element_verdict(y: Any, proba: Any) -> None:
+    np = pytest.importorskip("numpy")
+    assert predictions._finite_answer(y, proba) == predictions._finite_values(y, proba)
+    if isinstance(y, float):
+        assert predictions._finite_answer(np.float64(y), proba) == predictions._finite_values(np.float64(y), proba)
+    if proba:
+        as_numpy = {k: np.float64(v) if isinstance(v, float) else v for k, v in proba.items()}
+        assert predictions._finite_answer(y, as_numpy) == predictions._finite_values(y, as_numpy)
 
 
 # --- predict_instances ---------------------------------------------------------------------

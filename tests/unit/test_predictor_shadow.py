@@ -8,7 +8,7 @@ import asyncio
 from streamwise_core.codec import ModelMeta
 from streamwise_core.events import PredictionMade
 from streamwise_core.pipeline import build_model
-from streamwise_core.schema import model_input_reader
+from streamwise_core.schema import validator
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ModelHolder, ServedModel
 from streamwise_predictor.predictions import Checked, predict_checked
@@ -31,14 +31,14 @@ class ListRecorder:
 
 def _served(name: str, seed: int) -> ServedModel:
     model = build_model(SPEC)
-    read = model_input_reader(SPEC)
+    read = validator(SPEC).model_input
     for g in FraudStream(seed=seed, drift_at=10**9).take(300):
         model.learn_one(read(g.features), g.label)
     return ServedModel(ModelMeta(app="fraud", model=name, version=7, task="binary", examples_seen=300), model)
 
 
 def _items(n: int) -> list[Checked]:
-    read = model_input_reader(SPEC)
+    read = validator(SPEC).model_input
     return [Checked(None, read(g.features) or {}) for g in FraudStream(seed=1, drift_at=10**9).take(n)]
 
 

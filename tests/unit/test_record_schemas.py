@@ -30,6 +30,7 @@ from streamwise_core.events import (
     EventReceived,
     LabelReceived,
     ModelPublished,
+    PredictionMade,
     event_fields,
     label_fields,
 )
@@ -39,9 +40,9 @@ from streamwise_core.schema import to_model_input
 from streamwise_core.settings import Topics
 from streamwise_core.topic_config import DAY_MS, TopicRetention, topic_configs
 from streamwise_devstack.fraud import FraudStream
-from streamwise_ingest.validation import event_records, validate_events, validate_labels
+from streamwise_ingest.validation import event_records, validate_labels
 from streamwise_predictor.holder import ServedModel
-from streamwise_predictor.predictions import predict_checked, prediction_records, read_request
+from streamwise_predictor.predictions import predict_checked, read_request
 
 from .test_event_decoding import ODD_EVENTS, dumps, event, label, with_extra
 from .test_ingest_validation import features
@@ -126,17 +127,19 @@ def test_each_schema_is_2020_12_and_describes_every_field(kind: record_schemas.R
 def _events() -> list[bytes]:
     stream = FraudStream(seed=3, drift_at=10**9).take(50)
     body = json.dumps([{"id": g.id, "features": g.features, "label": g.label} for g in stream]).encode()
-    _, fast = event_records(SPEC, body, "application/json", max_items=100, now=NOW)  # ingest's one-pass path
+    _, fast = event_records(SPEC, body, "application/json", max_items=100, now=NOW)  # ingest's one pass
     odd = json.dumps([{"features": features(), "timestamp": "2026-02-28T08:30:00.5+02:00"}]).encode()  # ingest makes the id
     _, no_id = event_records(SPEC, odd, "application/json", max_items=100, now=NOW)
-    items = [{"id": "e.2", "features": features(hour=3.0), "label": False}, {"id": "e:3", "features": features()}]
-    detailed = [(e.id.encode(), e.to_bytes()) for e in validate_events(SPEC, items, NOW)]  # ingest's detailed path
+    items = [{"id": "e.2", "features": features(hour=3.0, amount=10**20), "label": False}, {"id": "e:3", "features": features()}]
+    _, exact = event_records(SPEC, json.dumps(items).encode(), "application/json", max_items=100, now=NOW)  # read again exactly
+    stamps = [None, datetime(2026, 2, 28, 8, 30, tzinfo=timezone(timedelta(hours=2, seconds=30)))]  # an offset orjson would round
+    encoded = EventReceived.records([(f"r-{k}", features(), True, t) for k, t in enumerate(stamps)], NOW)  # the encoder alone
     tz = timezone(timedelta(hours=-5, minutes=-30))
     made = [
         EventReceived(id="m-1", features=features(), label=None, timestamp=NOW.astimezone(tz)).to_bytes(),
         EventReceived(id="m-2", features={}, label="class-a", timestamp=NOW.replace(microsecond=0)).to_bytes(),
     ]
-    return [v for _, v in fast + no_id + detailed] + made
+    return [v for _, v in fast + no_id + exact + encoded] + made
 
 
 def _labels() -> list[bytes]:
@@ -153,10 +156,10 @@ def _predictions() -> list[bytes]:
     served = ServedModel(ModelMeta(app="fraud", model="fraud-lr", version=7, task="binary", examples_seen=100), model)
     body = {"instances": [{"id": "p-1", "features": features()}, {"features": features(merchant="crypto")}]}
     answers = predict_checked(SPEC, served, read_request(SPEC, json.dumps(body).encode(), 10))
-    records = prediction_records(answers, "fraud-lr", 7, NOW)  # cut from one encoding
-    records += prediction_records(answers[:1], "fraud-lr", 7, NOW)  # one answer, encoded alone
-    records += prediction_records(answers, "fraud-tree", 2, NOW, shadow=True)  # a challenger's, in the background
-    records += prediction_records([{"id": "r", "prediction": 2.5, "probabilities": None}], "reg", 1, NOW)
+    records = PredictionMade.records(answers, "fraud-lr", 7, NOW)  # cut from one encoding
+    records += PredictionMade.records(answers[:1], "fraud-lr", 7, NOW)  # one answer, encoded alone
+    records += PredictionMade.records(answers, "fraud-tree", 2, NOW, shadow=True)  # a challenger's, in the background
+    records += PredictionMade.records([{"id": "r", "prediction": 2.5, "probabilities": None}], "reg", 1, NOW)
     return [v for _, v in records]
 
 

@@ -1,14 +1,23 @@
-"""Feature and label validation against the spec, and the model's view of features."""
+"""The one validator of features and labels (``validator(spec)``), the shape of requests'
+items, and the model's view of features."""
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from streamwise_core.appspec import AppSpec, parse_app_spec
-from streamwise_core.schema import feature_errors, label_error, to_model_input
+from streamwise_core.schema import (
+    NARROW_REFUSAL,
+    FeatureValidator,
+    read_timestamp,
+    shape_problems,
+    to_model_input,
+    validator,
+)
 
 LR = {"name": "m", "steps": [{"use": "linear_model.LogisticRegression"}]}
 
@@ -34,34 +43,65 @@ def make_spec(task: str = "binary", **label: Any) -> AppSpec:
 
 
 SPEC = make_spec()
+CHECK = validator(SPEC)
 VALID: dict[str, Any] = {"f": 1.5, "i": 3, "b": True, "c": "red", "free": "anything"}
+MODEL_INPUT: dict[str, Any] = {"f": 1.5, "i": 3.0, "b": 1.0, "c": "red", "free": "anything"}
 
 
-def errors_for(name: str, value: Any) -> list[dict[str, Any]]:
-    return feature_errors(SPEC, {**VALID, name: value})
+def same(got: Any, expected: dict[str, Any]) -> None:
+    """Equal, and alike in key order and value types (``1 == 1.0 == True`` would hide them)."""
+    assert type(got) is dict, got
+    assert list(got.items()) == list(expected.items())
+    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
 
 
-def test_valid_features_have_no_errors() -> None:
-    assert feature_errors(SPEC, VALID) == []
-    assert feature_errors(SPEC, {**VALID, "opt": -2.0}) == []
+def errors_for(name: str, value: Any, check: FeatureValidator = CHECK) -> Any:
+    return check({**VALID, name: value})
 
+
+# --------------------------------------------------------------------------- accepted: the model's input
 
 ACCEPTED = [
-    ("f", 0), ("f", -7), ("f", 2.5), ("f", -0.0), ("f", 1e300), ("f", 10**15),
-    ("i", 0), ("i", -4), ("i", 3.0), ("i", -2.0), ("i", 10**12),
-    ("b", True), ("b", False),
-    ("c", "red"), ("c", "green"),
-    ("free", ""), ("free", "RED"), ("free", "ünïcödé"),
-    ("opt", 1), ("opt", 0.25),
+    # (feature, value sent, what the model reads)
+    ("f", 2.5, 2.5), ("f", -0.0, -0.0), ("f", 0, 0.0), ("f", -7, -7.0), ("f", 10**15, 1e15), ("f", 1e300, 1e300),
+    ("f", -1e300, -1e300), ("f", 2.0**63, 2.0**63), ("f", 10**30, 1e30), ("f", 2**64 + 1, 2.0**64), ("f", 5e-324, 5e-324),
+    ("i", 0, 0.0), ("i", -4, -4.0), ("i", 3.0, 3.0), ("i", -2.0, -2.0), ("i", 10**12, 1e12), ("i", 1e20, 1e20), ("i", 10**300, 1e300),
+    ("b", True, 1.0), ("b", False, 0.0),
+    ("c", "red", "red"), ("c", "green", "green"),
+    ("free", "", ""), ("free", "RED", "RED"), ("free", "ünïcödé\u2028", "ünïcödé\u2028"),
+    ("opt", 1, 1.0), ("opt", 0.25, 0.25),
 ]
 
 
-@pytest.mark.parametrize(("name", "value"), ACCEPTED)
-def test_accepted_values(name: str, value: Any) -> None:
-    assert errors_for(name, value) == []
+@pytest.mark.parametrize(("name", "value", "read"), ACCEPTED)
+def test_accepted_values_are_read_as_the_model_reads_them(name: str, value: Any, read: Any) -> None:
+    same(errors_for(name, value), {**MODEL_INPUT, name: read})
+    assert to_model_input(SPEC, {**VALID, name: value}) == {**MODEL_INPUT, name: read}
 
+
+def test_valid_features_are_the_model_input_in_the_order_sent() -> None:
+    same(CHECK(VALID), MODEL_INPUT)
+    backwards = dict(reversed(VALID.items()))
+    same(CHECK(backwards), dict(reversed(MODEL_INPUT.items())))
+    same(CHECK({**VALID, "opt": -2.0}), {**MODEL_INPUT, "opt": -2.0})
+    assert CHECK.check is not None and CHECK.check(VALID) == CHECK(VALID)
+
+
+def test_the_features_sent_are_left_as_they_were() -> None:
+    sent = {**VALID, "opt": None}
+    CHECK(sent)
+    assert sent == {**VALID, "opt": None}
+
+
+def test_optional_feature_may_be_absent_or_null() -> None:
+    same(CHECK(VALID), MODEL_INPUT)
+    same(errors_for("opt", None), MODEL_INPUT)  # left out of the model's input
+
+
+# --------------------------------------------------------------------------- refused: every problem named
 
 REFUSED = [
+    # numbers: booleans are no numbers, strings are not read as numbers, nothing non-finite
     ("f", True, "expected a number, got bool"),
     ("f", False, "expected a number, got bool"),
     ("f", "1.5", "expected a number, got str"),
@@ -70,29 +110,39 @@ REFUSED = [
     ("f", math.nan, "expected a finite number"),
     ("f", math.inf, "expected a finite number"),
     ("f", -math.inf, "expected a finite number"),
+    ("f", 10**400, "expected a finite number"),
+    ("f", -(10**400), "expected a finite number"),
+    # integers: a whole float is one, nothing else
     ("i", 3.5, "expected an integer, got float"),
     ("i", 1e-9, "expected an integer, got float"),
     ("i", True, "expected an integer, got bool"),
     ("i", "3", "expected an integer, got str"),
     ("i", math.nan, "expected an integer, got float"),
     ("i", math.inf, "expected an integer, got float"),
+    ("i", 10**400, "integer too large"),
+    # booleans: only true and false
     ("b", 1, "expected true or false, got int"),
     ("b", 0, "expected true or false, got int"),
     ("b", 1.0, "expected true or false, got float"),
     ("b", "true", "expected true or false, got str"),
+    # categories: a string, one of the values when they are listed
     ("c", "RED", "unknown value 'RED'; allowed: red, green"),
     ("c", "blue", "unknown value 'blue'; allowed: red, green"),
+    ("c", "", "unknown value ''; allowed: red, green"),
     ("c", 1, "expected a string, got int"),
     ("c", True, "expected a string, got bool"),
     ("free", 2.0, "expected a string, got float"),
+    ("free", ["x"], "expected a string, got list"),
+    # optional features are checked when given
     ("opt", "x", "expected a number, got str"),
     ("opt", math.nan, "expected a finite number"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "msg"), REFUSED)
-def test_refused_values(name: str, value: Any, msg: str) -> None:
+def test_refused_values_are_named(name: str, value: Any, msg: str) -> None:
     assert errors_for(name, value) == [{"loc": ["features", name], "msg": msg}]
+    assert CHECK.model_input({**VALID, name: value}) is None
 
 
 def test_unknown_category_value_is_truncated_in_the_message() -> None:
@@ -100,23 +150,16 @@ def test_unknown_category_value_is_truncated_in_the_message() -> None:
     assert "x" * 64 in error["msg"] and "x" * 65 not in error["msg"]
 
 
-def test_missing_required_feature() -> None:
-    features = dict(VALID)
-    del features["i"]
-    assert feature_errors(SPEC, features) == [{"loc": ["features", "i"], "msg": "missing required feature"}]
+@pytest.mark.parametrize("missing", ["f", "i", "b", "c", "free"])
+def test_missing_required_feature(missing: str) -> None:
+    features = {k: v for k, v in VALID.items() if k != missing}
+    assert CHECK(features) == [{"loc": ["features", missing], "msg": "missing required feature"}]
+    assert errors_for(missing, None) == [{"loc": ["features", missing], "msg": "missing required feature"}]  # null is missing
 
 
-def test_null_required_feature_counts_as_missing() -> None:
-    assert errors_for("b", None) == [{"loc": ["features", "b"], "msg": "missing required feature"}]
-
-
-def test_optional_feature_may_be_absent_or_null() -> None:
-    assert feature_errors(SPEC, VALID) == []
-    assert errors_for("opt", None) == []
-
-
-def test_unknown_feature_is_refused_by_name() -> None:
-    assert errors_for("colour", "red") == [{"loc": ["features", "colour"], "msg": "unknown feature"}]
+@pytest.mark.parametrize("value", ["red", 1, None, 2.5])
+def test_unknown_feature_is_refused_by_name_whatever_its_value(value: Any) -> None:
+    assert errors_for("colour", value) == [{"loc": ["features", "colour"], "msg": "unknown feature"}]
 
 
 def test_unknown_feature_name_is_truncated() -> None:
@@ -124,79 +167,159 @@ def test_unknown_feature_name_is_truncated() -> None:
     assert error["loc"] == ["features", "k" * 128]
 
 
-def test_features_must_be_an_object() -> None:
-    for bad in ([1, 2], "f=1", None, 3):
-        assert feature_errors(SPEC, bad) == [{"loc": ["features"], "msg": "features must be an object"}]
+@pytest.mark.parametrize("bad", [[1, 2], "f=1", None, 3, True])
+def test_features_must_be_an_object(bad: Any) -> None:
+    assert CHECK(bad) == [{"loc": ["features"], "msg": "features must be an object"}]
+    assert CHECK.model_input(bad) is None
 
 
 def test_every_problem_is_reported_sorted_by_location() -> None:
-    errors = feature_errors(SPEC, {"f": "x", "b": 1, "c": "blue", "zz": 1, "aa": 2})
+    errors = CHECK({"f": "x", "b": 1, "c": "blue", "zz": 1, "aa": 2})
     assert [e["loc"][1] for e in errors] == ["aa", "b", "c", "f", "free", "i", "zz"]
     by_name = {e["loc"][1]: e["msg"] for e in errors}
     assert by_name["i"] == by_name["free"] == "missing required feature"
     assert by_name["aa"] == by_name["zz"] == "unknown feature"
+    assert all(e.keys() == {"loc", "msg"} for e in errors)
 
 
-def test_float_feature_with_a_huge_integer_is_refused_not_crashing() -> None:
-    assert errors_for("f", 10**400) == [{"loc": ["features", "f"], "msg": "expected a finite number"}]
+def test_a_problem_anywhere_is_found_after_valid_values() -> None:
+    """The first refusal sends the check over every feature: earlier ones were fine."""
+    assert CHECK({**VALID, "zz": 1}) == [{"loc": ["features", "zz"], "msg": "unknown feature"}]
+    assert CHECK({"zz": 1, **VALID}) == [{"loc": ["features", "zz"], "msg": "unknown feature"}]
+    assert CHECK({**VALID, "i": 2.5, "f": math.nan}) == [
+        {"loc": ["features", "f"], "msg": "expected a finite number"},
+        {"loc": ["features", "i"], "msg": "expected an integer, got float"},
+    ]
 
 
-def test_int_feature_too_large_for_the_model_is_refused() -> None:
-    assert errors_for("i", 10**400) != []
+def test_values_of_other_types_go_to_the_check_of_their_feature() -> None:
+    """Subclasses (numpy's float64 is a float) are read as their base type, as before."""
+
+    class Number(float):
+        pass
+
+    class Text(str):
+        pass
+
+    same(CHECK({**VALID, "f": Number(2.5), "free": Text("t")}), {**MODEL_INPUT, "f": 2.5, "free": Text("t")})
+    assert errors_for("b", Number(1.0)) == [{"loc": ["features", "b"], "msg": "expected true or false, got Number"}]
 
 
-# --- labels ------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- narrow floats (orjson's reading)
+
+
+@pytest.mark.parametrize(("name", "value"), [("f", 2.0**63), ("f", -(2.0**63)), ("f", 1e300), ("i", 1e20), ("opt", -1e19)])
+def test_narrow_floats_refuses_floats_that_may_have_been_big_integers(name: str, value: float) -> None:
+    narrow = validator(SPEC, narrow_floats=True)
+    assert errors_for(name, value, narrow) == [{"loc": ["features", name], "msg": NARROW_REFUSAL}]
+    assert type(errors_for(name, value)) is dict  # the usual validator takes them
+
+
+@pytest.mark.parametrize("value", [2.0**63 - 1024, -(2.0**63) + 1024, 1.5, 10**19, 2**64 - 1])
+def test_narrow_floats_takes_the_rest(value: Any) -> None:
+    narrow = validator(SPEC, narrow_floats=True)
+    same(errors_for("f", value, narrow), {**MODEL_INPUT, "f": float(value)})
+
+
+# --------------------------------------------------------------------------- labels, per task
 
 
 @pytest.mark.parametrize("label", [True, False])
 def test_binary_accepts_booleans(label: bool) -> None:
-    assert label_error(SPEC, label) is None
+    assert CHECK.label_error(label) is None
 
 
 @pytest.mark.parametrize("label", [1, 0, 1.0, "true", "yes", None, [True]])
 def test_binary_refuses_everything_else(label: Any) -> None:
-    assert label_error(SPEC, label) == "expected true or false"
+    assert CHECK.label_error(label) == "expected true or false"
 
 
-MULTI = make_spec("multiclass", classes=["cat", "dog", "bird"])
+MULTI = validator(make_spec("multiclass", classes=["cat", "dog", "bird"]))
 
 
 @pytest.mark.parametrize("label", ["cat", "dog", "bird"])
 def test_multiclass_accepts_declared_classes(label: str) -> None:
-    assert label_error(MULTI, label) is None
+    assert MULTI.label_error(label) is None
 
 
-@pytest.mark.parametrize("label", ["Cat", "fish", "", 1, True, None])
+@pytest.mark.parametrize("label", ["Cat", "fish", "", 1, True, None, ["cat"]])
 def test_multiclass_refuses_other_labels(label: Any) -> None:
-    assert label_error(MULTI, label) == "expected one of: cat, dog, bird"
+    assert MULTI.label_error(label) == "expected one of: cat, dog, bird"
 
 
-REGRESSION = make_spec("regression")
+REGRESSION = validator(make_spec("regression"))
 
 
-@pytest.mark.parametrize("label", [0, -3, 2.5, 1e300])
+@pytest.mark.parametrize("label", [0, -3, 2.5, -0.0, 1e300, 10**20])
 def test_regression_accepts_finite_numbers(label: float) -> None:
-    assert label_error(REGRESSION, label) is None
+    assert REGRESSION.label_error(label) is None
 
 
-@pytest.mark.parametrize("label", [True, False, "1.5", None, math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("label", [True, False, "1.5", None, math.nan, math.inf, -math.inf, 10**400, [1.0]])
 def test_regression_refuses_non_numbers_and_non_finite(label: Any) -> None:
-    assert label_error(REGRESSION, label) == "expected a finite number"
+    assert REGRESSION.label_error(label) == "expected a finite number"
 
 
-def test_regression_label_too_large_for_a_float_is_refused() -> None:
-    assert label_error(REGRESSION, 10**400) == "expected a finite number"
+# --------------------------------------------------------------------------- one per spec
 
 
-# --- model input -------------------------------------------------------------------------
+def test_one_validator_per_spec() -> None:
+    assert validator(SPEC) is CHECK
+    assert validator(SPEC, narrow_floats=True) is validator(SPEC, narrow_floats=True) is not CHECK
+    other = make_spec()
+    assert validator(other) is not CHECK and validator(other).spec is other
+    assert validator(SPEC).model_input(VALID) == MODEL_INPUT and validator(SPEC).model_input({}) is None
 
 
-def test_to_model_input_converts_numbers_to_float_and_keeps_categories() -> None:
+def test_to_model_input_converts_without_checking() -> None:
     out = to_model_input(SPEC, {"f": 2, "i": 3, "b": True, "c": "green", "free": "x", "opt": 0.5})
     assert out == {"f": 2.0, "i": 3.0, "b": 1.0, "c": "green", "free": "x", "opt": 0.5}
     assert all(type(out[k]) is float for k in ("f", "i", "b", "opt"))
     assert to_model_input(SPEC, {"b": False})["b"] == 0.0
-
-
-def test_to_model_input_drops_unknown_and_null_features() -> None:
     assert to_model_input(SPEC, {"f": 1, "nope": 5, "opt": None}) == {"f": 1.0}
+
+
+# --------------------------------------------------------------------------- the shape of requests' items
+
+EVENT = ("EventIn", ("id", "features", "label", "timestamp"), frozenset({"features"}))
+LABEL = ("LabelIn", ("id", "label", "timestamp"), frozenset({"id", "label"}))
+ID_MISMATCH = "String should match pattern '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'"
+NOT_UNICODE = "Input should be a valid string, unable to parse raw data as a unicode string"
+
+
+@pytest.mark.parametrize(("item", "model", "problems"), [
+    ({"features": {}}, EVENT, []),
+    ({"id": None, "features": {}, "label": [1], "timestamp": None}, EVENT, []),
+    ({"id": "a.b:c-D_9", "features": {}, "timestamp": "2026-01-31T12:00:00Z"}, EVENT, []),
+    (5, EVENT, [([], "Input should be a valid dictionary or instance of EventIn")]),
+    ([{"features": {}}], LABEL, [([], "Input should be a valid dictionary or instance of LabelIn")]),
+    ({}, EVENT, [(["features"], "Field required")]),
+    ({}, LABEL, [(["id"], "Field required"), (["label"], "Field required")]),
+    ({"id": None, "label": None}, LABEL, [(["id"], "Input should be a valid string")]),
+    ({"id": 5, "features": []}, EVENT, [(["id"], "Input should be a valid string"), (["features"], "Input should be a valid dictionary")]),
+    ({"id": "has space", "features": {}}, EVENT, [(["id"], ID_MISMATCH)]),
+    ({"id": "a" * 129, "features": {}}, EVENT, [(["id"], ID_MISMATCH)]),
+    ({"id": "ok\n", "features": {}}, EVENT, [(["id"], ID_MISMATCH)]),
+    ({"id": "\ud800", "features": {}}, EVENT, [(["id"], NOT_UNICODE)]),
+    ({"features": {}, "\ud800": 1, "id": 5}, EVENT, [([], NOT_UNICODE)]),
+    ({"features": {}, "timestamp": 1769860800}, EVENT, [(["timestamp"], read_timestamp(1))]),
+    ({"features": {}, "timestamp": "yesterday"}, EVENT, [(["timestamp"], "not an ISO 8601 timestamp: 'yesterday'")]),
+    ({"zz": 1, "features": {}, "aa": 2, "id": "x y"}, EVENT,
+     [(["id"], ID_MISMATCH), (["zz"], "Extra inputs are not permitted"), (["aa"], "Extra inputs are not permitted")]),
+])
+def test_shape_problems_in_pydantics_words_and_order(item: Any, model: tuple[str, tuple[str, ...], frozenset[str]], problems: Any) -> None:
+    assert shape_problems(item, *model) == problems
+
+
+@pytest.mark.parametrize(("value", "read"), [
+    (None, None),
+    ("2026-01-31T12:00:00Z", datetime(2026, 1, 31, 12, tzinfo=UTC)),
+    ("2026-01-31T14:00:00+02:00", datetime(2026, 1, 31, 14, tzinfo=timezone(timedelta(hours=2)))),
+    ("2026-01-31", datetime(2026, 1, 31)),  # no time zone: the caller refuses it with its reason
+    (True, "timestamp must be an ISO 8601 string with a time zone, e.g. 2026-01-31T12:00:00Z"),
+    (1.5, "timestamp must be an ISO 8601 string with a time zone, e.g. 2026-01-31T12:00:00Z"),
+    ("2026-02-30T00:00:00Z", "not an ISO 8601 timestamp: '2026-02-30T00:00:00Z'"),
+    ("x" * 100, f"not an ISO 8601 timestamp: {'x' * 40!r}"),
+])
+def test_read_timestamp(value: Any, read: Any) -> None:
+    assert read_timestamp(value) == read

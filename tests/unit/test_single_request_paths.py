@@ -1,35 +1,35 @@
 """What the single-request speedups must not change: the API key check (a gate before routing
 now, not a dependency: the same OpenAPI security scheme, the same answers, the same metrics),
-ingest's batches (closed, the same records and partitions as ``send_batches``) and a single
-prediction's record (the model's bytes)."""
+and ingest's batches (closed, the same records and partitions as ``send_batches``). A single
+prediction's record: ``test_event_encoding.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
-from streamwise_core.events import PredictionMade
-from streamwise_core.http import ApiKeyGate, RequestRoute, require_api_key
+from streamwise_core.http import ApiKeyGate, RequestRoute, include_request_routes, require_api_key
 from streamwise_core.kafka import send_batches
+from streamwise_core.telemetry import metrics_registry
 from streamwise_ingest import sink as ingest_sink
 from streamwise_ingest.app import create_app as create_ingest
+from streamwise_ingest.deps import Services
+from streamwise_ingest.observability import IngestMetrics
 from streamwise_ingest.settings import IngestSettings
-from streamwise_predictor import predictions
-from streamwise_predictor.predictions import prediction_records
+from streamwise_predictor.app import create_app as create_predictor
+from streamwise_predictor.settings import PredictorSettings
 
 PARTITIONER = DefaultPartitioner()
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SPEC = ROOT / "examples" / "fraud" / "streamwise.toml"
-NOW = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
 EVENT = b'{"id":"e-1","features":{"amount":12.5,"hour":3,"distance_km":1.5,"is_foreign":false,"card_present":true,"merchant":"grocery","txn_last_hour":0}}'
 
 
@@ -37,13 +37,18 @@ EVENT = b'{"id":"e-1","features":{"amount":12.5,"hour":3,"distance_km":1.5,"is_f
 
 
 def _ingest(keys: str = "k-one,k-two") -> FastAPI:
-    app = create_ingest(IngestSettings(app_spec=APP_SPEC, api_keys=keys, log_level="WARNING"))
+    settings = IngestSettings(app_spec=APP_SPEC, api_keys=keys, log_level="WARNING")
+    app = create_ingest(settings)
 
     class Sink:
         async def write(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
             pass
 
-    app.state.sink = Sink()
+    # What the lifespan would make, without Kafka. Its own metrics: these tests count refusals
+    # only, which the app's request metrics do (``IngestMetrics.on_response``, wired by create_app).
+    app.state.services = Services(
+        settings=settings, metrics=IngestMetrics(metrics_registry(process=False)), producer=FakeProducer(1, 1000), sink=Sink(),
+    )
     return app
 
 
@@ -82,6 +87,25 @@ async def test_write_routes_solve_no_dependency(path: str) -> None:
     assert route.dependant.dependencies == []  # the key is checked by the gate, before routing
     # ... and FastAPI calls the endpoint as it is: no dependency solving, no response model
     assert isinstance(route, RequestRoute) and route.get_route_handler() is route.endpoint
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/predict/batch"])
+def test_prediction_routes_solve_no_dependency(path: str) -> None:
+    app = create_predictor(PredictorSettings(app_spec=APP_SPEC, log_level="WARNING"))
+    # the app's own routes (as ingest's above), not behind an included router's node
+    [route] = [r for r in app.routes if isinstance(r, APIRoute) and r.path == path]
+    assert isinstance(route, RequestRoute) and route.dependant.dependencies == [] and route.get_route_handler() is route.endpoint
+
+
+def test_only_request_routes_are_included_flat() -> None:
+    router = APIRouter()
+
+    @router.get("/r")
+    async def read() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="not a RequestRoute"):
+        include_request_routes(FastAPI(), router)
 
 
 def test_a_request_route_takes_only_an_async_endpoint_of_the_request() -> None:
@@ -284,32 +308,3 @@ async def test_the_sink_writes_closed_batches() -> None:
     await asyncio.gather(sink.write("t", [(b"a", b"1")]), sink.write("t", [(b"b", b"2"), (b"c", b"3")]))
     assert [r for *_, records, _ in producer.sent for r in records] == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
     assert all(closed for *_, closed in producer.sent)
-
-
-# --------------------------------------------------------------------------- predictor: one record
-
-
-@pytest.mark.parametrize("answer", [
-    {"id": "s-1", "prediction": False, "probabilities": {"false": 0.93, "true": 0.07}},
-    {"id": "0f" * 16, "prediction": "x\"y", "probabilities": {"prediction": 1.0}},
-    {"id": "a", "prediction": None, "probabilities": None},
-    {"id": "b", "prediction": 2.5, "probabilities": None},
-])
-@pytest.mark.parametrize("shadow", [False, True])
-def test_a_single_answer_is_encoded_alone_as_the_model_would(answer: dict[str, Any], shadow: bool, monkeypatch: Any) -> None:
-    alone: list[int] = []
-    one_by_one = predictions._records_one_by_one
-
-    def counted(answers: list[dict[str, Any]], *args: Any) -> list[tuple[bytes, bytes]]:
-        alone.append(len(answers))
-        return one_by_one(answers, *args)
-
-    monkeypatch.setattr(predictions, "_records_one_by_one", counted)
-    expected = [(answer["id"].encode(), PredictionMade(**answer, model="fraud-lr", version=7, made_at=NOW, shadow=shadow).to_bytes())]
-    assert prediction_records([answer], "fraud-lr", 7, NOW, shadow=shadow) == expected
-    assert alone == [1]
-    two = [answer, {**answer, "id": "other"}]
-    assert prediction_records(two, "fraud-lr", 7, NOW, shadow=shadow) == [
-        *expected, (b"other", PredictionMade(**two[1], model="fraud-lr", version=7, made_at=NOW, shadow=shadow).to_bytes()),
-    ]
-    assert alone == [1]  # two answers are cut from one encoding

@@ -4,6 +4,7 @@ multiprocess mode, what ingest and the predictor count, and FastAPI's OpenTeleme
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -36,6 +37,7 @@ from streamwise_core.telemetry import (
     instrument_app,
     metrics_registry,
 )
+from streamwise_ingest import app as ingest_app
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
 from streamwise_predictor.app import create_app as create_predictor
@@ -275,14 +277,28 @@ def _event(i: int) -> dict[str, Any]:
                                         "card_present": True, "merchant": "grocery", "txn_last_hour": 1}}
 
 
+class IdleProducer:
+    """The producer the lifespan starts and stops, without Kafka."""
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
 async def _ingest_run(sink: FakeSink, requests: list[tuple[str, dict[str, str], bytes]]) -> str:
-    app = create_ingest(IngestSettings(app_spec=APP_SPEC, max_body_bytes=4096, _env_file=None))  # type: ignore[call-arg]
-    app.state.sink = sink  # what the lifespan would set, without Kafka
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-        for path, headers, body in requests:
-            await client.post(path, headers=headers, content=body)
-        return (await client.get("/metrics")).text
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest_app, "make_producer", lambda *_, **__: IdleProducer())
+        app = create_ingest(IngestSettings(app_spec=APP_SPEC, max_body_bytes=4096, _env_file=None))  # type: ignore[call-arg]
+        async with app.router.lifespan_context(app):
+            # the services the lifespan made (its metrics among them), writing to ``sink`` instead of Kafka
+            app.state.services = dataclasses.replace(app.state.services, sink=sink)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                for path, headers, body in requests:
+                    await client.post(path, headers=headers, content=body)
+                return (await client.get("/metrics")).text
 
 
 def test_ingest_counts_accepted_items_and_refusals_by_reason() -> None:

@@ -1,35 +1,35 @@
 """Turn requests into predictions with the served model (pure, no I/O).
 
-Requests take one of two paths to the same verdicts. The fast path (``read_request``) reads
-the body with orjson and checks each instance in one pass (``ModelInputReader``); whenever it
-finds anything it does not accept, the request is read again the detailed way (strict JSON,
-the pydantic models below, ``check_instances``), which names every problem exactly as it always
-has. Answers are plain dicts encoded once (``encode_predictions``, ``prediction_records``).
+``read_request`` reads a body with orjson and checks each instance in one pass (its shape, its
+features with the app spec's validator, ``streamwise_core.schema.validator``). The first
+problem sends the body to be read again exactly (strict JSON, with its depth limit and where it
+is broken), and every problem is named. Answers are plain dicts encoded once
+(``encode_predictions``, ``PredictionMade.records``).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime
 from functools import partial
 from typing import Any, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import ID as _ID
-from streamwise_core.events import ID_PATTERN
+from streamwise_core.events import ID, ID_PATTERN
 from streamwise_core.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
 from streamwise_core.inference import label_key, predict
-from streamwise_core.schema import feature_errors, features_json_schema, model_input_reader, to_model_input
+from streamwise_core.schema import FeatureValidator, features_json_schema, shape_problems, validator
 
 from .holder import ServedModel
 
 
 class Instance(BaseModel):
+    """An instance as clients send it (documentation and tests: ``read_request`` reads requests)."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -38,6 +38,8 @@ class Instance(BaseModel):
 
 
 class Batch(BaseModel):
+    """A batch as clients send it (documentation and tests: ``read_request`` reads requests)."""
+
     model_config = ConfigDict(extra="forbid")
 
     instances: list[Instance] = Field(min_length=1)
@@ -89,47 +91,6 @@ def batch_schema(spec: AppSpec, max_batch: int) -> dict[str, Any]:
     }
 
 
-def _id_of(item: Any) -> str | None:
-    value = item.get("id") if isinstance(item, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _pydantic_errors(exc: ValidationError, **where: Any) -> list[dict[str, Any]]:
-    # An empty ``loc`` names the item itself (e.g. it is not an object), as in ingest.
-    return [{**where, "loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
-
-
-def parse_instance(data: Any) -> Instance:
-    """One instance from a parsed JSON body, or ``ValidationFailed`` naming each problem."""
-    try:
-        return Instance.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed(_pydantic_errors(exc, index=0, id=_id_of(data))) from None
-
-
-def parse_batch(data: Any, max_batch: int) -> Batch:
-    """A batch from a parsed JSON body; problems are named by instance ``index`` and ``id``."""
-    if not isinstance(data, dict):
-        raise ValidationFailed([{"loc": ["body"], "msg": "expected an object with 'instances'"}])
-    errors: list[dict[str, Any]] = [{"loc": ["body", str(k)], "msg": "unknown field"} for k in data if k != "instances"]
-    items = data.get("instances")
-    if not isinstance(items, list) or not items:
-        errors.append({"loc": ["body", "instances"], "msg": "expected a non-empty list of instances"})
-        raise ValidationFailed(errors)
-    if len(items) > max_batch:
-        errors.append({"loc": ["body", "instances"], "msg": f"at most {max_batch} instances per batch"})
-        raise ValidationFailed(errors)
-    instances: list[Instance] = []
-    for index, item in enumerate(items):
-        try:
-            instances.append(Instance.model_validate(item))
-        except ValidationError as exc:
-            errors += _pydantic_errors(exc, index=index, id=_id_of(item))
-    if errors:
-        raise ValidationFailed(errors)
-    return Batch(instances=instances)
-
-
 class Checked(NamedTuple):
     """A valid instance: its id (``None``: generate one) and the features as the model reads them."""
 
@@ -137,56 +98,45 @@ class Checked(NamedTuple):
     x: dict[str, float | str]
 
 
+_checked = partial(tuple.__new__, Checked)
+"""``Checked(id, x)`` from a pair without NamedTuple's Python-level ``__new__``."""
+
+
 def read_request(spec: AppSpec, body: bytes, max_batch: int | None) -> list[Checked]:
     """The instances of a ``/v1/predict`` body (``max_batch`` ``None``) or of a
     ``/v1/predict/batch`` body, checked; ``ValidationFailed`` naming each problem otherwise."""
+    check = validator(spec)
     data = loads_quick(body)
-    if data is not NOT_JSON:
-        fast = _read_single(spec, data) if max_batch is None else _read_batch(spec, data, max_batch)
-        if fast is not None:
-            return fast
-    # The detailed path: the same verdicts, with the reasons.
+    if data is not NOT_JSON and (checked := _read(check, data, max_batch)) is not None:
+        return checked
+    # Read again exactly (strict JSON, no deep nesting, integers as they are), for the problems.
     data = loads_strict(decode_utf8(body), ["body"])
-    instances = [parse_instance(data)] if max_batch is None else parse_batch(data, max_batch).instances
-    check_instances(spec, instances)
-    read_input = model_input_reader(spec)
-    return [Checked(i.id, read_input(i.features) or to_model_input(spec, i.features)) for i in instances]
+    checked = _read(check, data, max_batch)
+    if checked is None:
+        raise ValidationFailed(_problems(check, data, max_batch))
+    return checked
 
 
-_INSTANCE_KEYS = frozenset({"id", "features"})
+_INSTANCE_FIELDS = ("id", "features")
+_INSTANCE_KEYS = frozenset(_INSTANCE_FIELDS)
+_INSTANCE_REQUIRED = frozenset({"features"})
 
 
-def _read_one(spec: AppSpec, item: Any) -> Checked | None:
-    """``item`` as ``Instance`` + ``check_instances`` would accept it, or ``None`` (ask them)."""
-    if type(item) is not dict or "features" not in item or not item.keys() <= _INSTANCE_KEYS:
+def _read(check: FeatureValidator, data: Any, max_batch: int | None) -> list[Checked] | None:
+    """The checked instances of ``data``, or ``None`` at the first problem (``_problems`` names them)."""
+    items: list[Any]
+    if max_batch is None:
+        items = [data]
+    elif type(data) is dict and len(data) == 1 and type(found := data.get("instances")) is list and 0 < len(found) <= max_batch:
+        items = found
+    else:
         return None
-    item_id = item.get("id")
-    if item_id is not None and (type(item_id) is not str or _ID.fullmatch(item_id) is None):
-        return None
-    x = model_input_reader(spec)(item["features"])
-    return None if x is None else Checked(item_id, x)
-
-
-def _read_single(spec: AppSpec, data: Any) -> list[Checked] | None:
-    one = _read_one(spec, data)
-    return None if one is None else [one]
-
-
-def _read_batch(spec: AppSpec, data: Any, max_batch: int) -> list[Checked] | None:
-    """``_read_one`` of each instance, with the per-instance lookups hoisted out of the loop
-    (the reader, the id pattern) and duplicate ids counted once at the end."""
-    if type(data) is not dict or len(data) != 1 or type(items := data.get("instances")) is not list:
-        return None
-    if not 0 < len(items) <= max_batch:
-        return None
-    read_input = model_input_reader(spec)
-    id_ok = _ID.fullmatch
-    keys = _INSTANCE_KEYS
+    read, id_ok, keys = check.check, ID.fullmatch, _INSTANCE_KEYS
     out = []
     ids = []
     for item in items:
-        # A missing ``features`` reads as None, which the reader refuses like anything not a dict.
-        if type(item) is not dict or not item.keys() <= keys or (x := read_input(item.get("features"))) is None:
+        # A missing ``features`` reads as None, which the validator refuses like anything not a dict.
+        if type(item) is not dict or not item.keys() <= keys or type(x := read(item.get("features"))) is not dict:
             return None
         item_id = item.get("id")
         if item_id is not None:
@@ -199,24 +149,43 @@ def _read_batch(spec: AppSpec, data: Any, max_batch: int) -> list[Checked] | Non
     return out
 
 
-_checked = partial(tuple.__new__, Checked)
-"""``Checked(id, x)`` from a pair without NamedTuple's Python-level ``__new__``."""
-
-
-def check_instances(spec: AppSpec, instances: list[Instance]) -> None:
-    """Every instance matches the schema and no id is given twice, or ``ValidationFailed``."""
-    errors = []
-    seen: set[str] = set()
-    read_input = model_input_reader(spec)
-    for index, inst in enumerate(instances):
-        if read_input(inst.features) is None:
-            errors += [{"index": index, "id": inst.id, **e} for e in feature_errors(spec, inst.features)]
-        if inst.id is not None:
-            if inst.id in seen:
-                errors.append({"index": index, "id": inst.id, "loc": ["id"], "msg": "duplicate id in this request"})
-            seen.add(inst.id)
+def _problems(check: FeatureValidator, data: Any, max_batch: int | None) -> list[dict[str, Any]]:
+    """Every problem of a body ``_read`` refused: around the instances (a batch's), else their
+    shapes (then nothing else), else their features and the ids given twice. Problems of an
+    instance are named by its ``index`` and ``id``."""
+    items: list[Any]
+    errors: list[dict[str, Any]] = []
+    if max_batch is None:
+        items = [data]
+    else:
+        if not isinstance(data, dict):
+            return [{"loc": ["body"], "msg": "expected an object with 'instances'"}]
+        errors = [{"loc": ["body", str(k)], "msg": "unknown field"} for k in data if k != "instances"]
+        found = data.get("instances")
+        if not isinstance(found, list) or not found:
+            return [*errors, {"loc": ["body", "instances"], "msg": "expected a non-empty list of instances"}]
+        if len(found) > max_batch:
+            return [*errors, {"loc": ["body", "instances"], "msg": f"at most {max_batch} instances per batch"}]
+        items = found
+    for index, item in enumerate(items):
+        item_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        errors += [
+            {"index": index, "id": item_id, "loc": loc, "msg": msg}
+            for loc, msg in shape_problems(item, "Instance", _INSTANCE_FIELDS, _INSTANCE_REQUIRED)
+        ]
     if errors:
-        raise ValidationFailed(errors)
+        return errors
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        item_id = item.get("id")
+        checked = check.check(item["features"])
+        if type(checked) is list:
+            errors += [{"index": index, "id": item_id, **e} for e in checked]
+        if item_id is not None:
+            if item_id in seen:
+                errors.append({"index": index, "id": item_id, "loc": ["id"], "msg": "duplicate id in this request"})
+            seen.add(item_id)
+    return errors
 
 
 Answer = dict[str, Any]
@@ -229,7 +198,7 @@ def predict_checked(spec: AppSpec, served: ServedModel, items: list[Checked]) ->
     """Predictions of one model version for all ``items``, as plain JSON-ready dicts; an
     instance the model gives no finite answer for fails the request (``ValidationFailed``).
     Each dict's keys are ``id``, ``prediction``, ``probabilities``, in that order
-    (``prediction_records`` relies on it)."""
+    (``PredictionMade.records`` relies on it)."""
     out = []
     unscorable: list[dict[str, object]] = []
     model, task = served.model, spec.task
@@ -260,7 +229,7 @@ def encode_prediction(answer: Answer, model: str, version: int) -> bytes:
 
 def encode_answers(answers: list[Answer]) -> bytes:
     """The JSON array of ``answers``, encoded once per request: both the body of
-    ``/v1/predict/batch`` (``encode_predictions``) and the records (``prediction_records``)
+    ``/v1/predict/batch`` (``encode_predictions``) and the records (``PredictionMade.records``)
     are cut from it."""
     return orjson.dumps(answers)
 
@@ -274,64 +243,10 @@ def encode_predictions(answers: list[Answer], model: str, version: int, *, encod
     return b"".join((b'{"model":', orjson.dumps(model), b',"version":', orjson.dumps(version), b',"predictions":', encoded, b"}"))
 
 
-_RECORD_HEAD = b'{"schema_version":1,"kind":"prediction_made","id":'
-_ANSWERS_HEAD = b'[{"id":'
-_ANSWER_SEP = b'},{"id":'
-_PREDICTION_KEY = b'","prediction":'
-"""The end of an answer's id and its second key."""
-
-
-def prediction_records(
-    answers: list[Answer], model: str, version: int, made_at: datetime, *, shadow: bool = False,
-    encoded: bytes | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """``(key, value)`` Kafka records of ``answers`` (``predict_checked``'s dicts): each value
-    is the bytes of ``PredictionMade(**answer, model=model, version=version, made_at=made_at,
-    shadow=shadow).to_bytes()`` without building the model (``tests/unit/test_fast_paths.py``
-    holds them equal: a field added to ``PredictionMade`` must be added here too).
-
-    All records of a request are cut from one encoding of the answers (``encoded``, the
-    request's ``encode_answers``, or made here): ``[{"id":…,"prediction":…,"probabilities":…},…]``.
-    What differs from answer to record is constant per request: a head before the id,
-    ``"model"`` and ``"version"`` between the id and the prediction, and ``"made_at"`` and
-    ``"shadow"`` at the end. A raw ``"`` is always a string's delimiter in JSON, so
-    ``},{"id":`` only appears between two answers, and ``","prediction":`` only where a
-    string is followed by the key ``prediction``: the id and the prediction of an answer in
-    ``predict_checked``'s order, and nowhere else (a label ``prediction`` in a probabilities
-    object follows a number). If it is not found exactly once per answer (keys in another
-    order), each record is encoded alone (``_records_one_by_one``), as before; so is a single answer.
-    """
-    n = len(answers)
-    if n == 0:
-        return []
-    if n == 1:  # a single answer (``/v1/predict``) is cheaper encoded alone than cut: ~2.7 against ~6 µs
-        return _records_one_by_one(answers, model, version, made_at, shadow)
-    if encoded is None:
-        encoded = orjson.dumps(answers)
-    between = b"".join((b'","model":', orjson.dumps(model), b',"version":', orjson.dumps(version), b',"prediction":'))
-    inner = encoded[len(_ANSWERS_HEAD):-2]
-    moved = inner.replace(_PREDICTION_KEY, between)
-    # Exactly one ``","prediction":`` per answer (counted by the growth, without another pass):
-    if not encoded.startswith(_ANSWERS_HEAD) or len(moved) - len(inner) != n * (len(between) - len(_PREDICTION_KEY)):
-        return _records_one_by_one(answers, model, version, made_at, shadow)
-    pieces = moved.split(_ANSWER_SEP)
-    if len(pieces) != n:  # pragma: no cover - not for predict_checked's dicts (see above)
-        return _records_one_by_one(answers, model, version, made_at, shadow)
-    head = _RECORD_HEAD
-    tail = b"".join((b',"made_at":', orjson.dumps(made_at, option=orjson.OPT_UTC_Z), b',"shadow":true}' if shadow else b',"shadow":false}'))
-    return list(zip([a["id"].encode() for a in answers], [head + piece + tail for piece in pieces], strict=True))
-
-
-def _records_one_by_one(
-    answers: list[Answer], model: str, version: int, made_at: datetime, shadow: bool,
-) -> list[tuple[bytes, bytes]]:
-    return [
-        (a["id"].encode(), orjson.dumps({
-            "schema_version": 1, "kind": "prediction_made", "id": a["id"], "model": model, "version": version,
-            "prediction": a["prediction"], "probabilities": a["probabilities"], "made_at": made_at, "shadow": shadow,
-        }, option=orjson.OPT_UTC_Z))
-        for a in answers
-    ]
+"""``(key, value)`` Kafka records of ``predict_checked``'s answers: the ``PredictionMade``
+records' encoder (``streamwise_core.events``), with its signature ``(answers, model, version,
+made_at, *, shadow=False, encoded=None)``; ``encoded`` is ``encode_answers(answers)`` when the
+request has it already (a batch's response is cut from it too)."""
 
 
 def _finite_answer(y: Any, proba: dict[Any, float] | None) -> bool:

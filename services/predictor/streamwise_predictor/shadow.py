@@ -17,11 +17,11 @@ from typing import Protocol
 
 from streamwise_core.appspec import AppSpec
 from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import utcnow
+from streamwise_core.events import PredictionMade, utcnow
 from streamwise_core.store_ports import Pointers
 
 from .holder import ModelHolder, ServedModel
-from .predictions import Answer, Checked, predict_checked, prediction_records
+from .predictions import Answer, Checked, predict_checked
 from .watcher import VersionWatcher
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,8 @@ class ShadowScorer:
             except Exception as exc:  # noqa: BLE001 - a challenger that cannot answer is skipped
                 log.debug("shadow %s could not score: %r", served.meta.model, exc)
                 continue
-            # The bytes of ``PredictionMade(..., shadow=True).to_bytes()`` (tests/unit/test_fast_paths.py).
-            self.recorder.add(prediction_records(answers, served.meta.model, served.meta.version, made_at, shadow=True))
+            # The bytes of ``PredictionMade(..., shadow=True).to_bytes()`` (tests/unit/test_event_encoding.py).
+            self.recorder.add(PredictionMade.records(answers, served.meta.model, served.meta.version, made_at, shadow=True))
             made += len(answers)
         self.scored += made
         return made

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from streamwise_core.appspec import AppSpec
 from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
 from streamwise_core.events import event_fields, label_fields
-from streamwise_core.schema import ModelInputReader, feature_errors, label_error
+from streamwise_core.schema import validator
 from streamwise_core.settings import Topics
 from streamwise_core.signing import Signer
 
@@ -112,7 +112,7 @@ class Trainer:
             learner=make_learner(spec), join=LabelJoin(join_capacity), drift=drift_monitor(spec.model.drift),
         )
         self.skipped = 0
-        self._read_input = ModelInputReader(spec)
+        self._read_input = validator(spec)
         self.anchors: GateAnchors | None = None
         """Served versions scored beside the learner for the validation gate (runtime state,
         not checkpointed: rebuilt from the versions served after a restart)."""
@@ -247,15 +247,15 @@ class Trainer:
     def _on_event(self, record: ConsumedRecord) -> Example | Rejected | None:
         event_id, features, label = event_fields(record.value or b"")
         x = self._read_input(features)
-        if x is None:
-            return Rejected(record, f"features do not match the schema: {feature_errors(self.spec, features)[:3]}")
-        if label is not None and (problem := label_error(self.spec, label)):
+        if isinstance(x, list):
+            return Rejected(record, f"features do not match the schema: {x[:3]}")
+        if label is not None and (problem := self._read_input.label_error(label)):
             return Rejected(record, f"label: {problem}")
         return self.state.join.on_event(event_id, x, label)
 
     def _on_label(self, record: ConsumedRecord) -> Example | Rejected | None:
         event_id, label = label_fields(record.value or b"")
-        if problem := label_error(self.spec, label):
+        if problem := self._read_input.label_error(label):
             return Rejected(record, f"label: {problem}")
         return self.state.join.on_label(event_id, label)
 

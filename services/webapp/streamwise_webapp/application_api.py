@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamwise_core.errors import ValidationFailed
 from streamwise_core.events import ID_PATTERN, LabelReceived, utcnow
 from streamwise_core.registry import AuditEntry
-from streamwise_core.schema import feature_errors, label_error
+from streamwise_core.schema import validator
 from streamwise_core.store_types import serving
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
@@ -104,7 +104,7 @@ async def feedback(body: FeedbackRequest, principal: Operator, services: Service
     """Confirm or correct a prediction: the outcome is written to the labels topic, and the
     trainer learns it like any late label (once per event id)."""
     spec = services.settings.spec
-    problem = label_error(spec, body.label)
+    problem = validator(spec).label_error(body.label)
     if problem:
         raise ValidationFailed([{"loc": ["body", "label"], "msg": problem}])
     now = utcnow()
@@ -132,9 +132,9 @@ async def feedback(body: FeedbackRequest, principal: Operator, services: Service
 )
 async def predict(body: PredictRequest, _: Viewer, services: ServicesDep) -> PredictResult:
     """The champion's prediction for features a person typed (asked of the predictor)."""
-    errors = feature_errors(services.settings.spec, body.features)
-    if errors:
-        raise ValidationFailed([{**e, "loc": ["body", *e["loc"]]} for e in errors])
+    checked = validator(services.settings.spec)(body.features)
+    if isinstance(checked, list):
+        raise ValidationFailed([{**e, "loc": ["body", *e["loc"]]} for e in checked])
     try:
         answer = await services.predictor.predict(body.features, event_id=f"web-{uuid.uuid4().hex}")
     except UpstreamRefused as exc:
