@@ -20,9 +20,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.inference import label_key
-from streamwise_core.schema import to_model_input
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.inference import label_key
 
 
 def create_app() -> FastAPI:

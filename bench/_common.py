@@ -40,8 +40,8 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from streamwise_core.events import EventReceived, utcnow  # noqa: E402
-from streamwise_core.settings import DEV_API_KEY, Topics  # noqa: E402
+from streamwise_core.adapters.settings import DEV_API_KEY, Topics  # noqa: E402
+from streamwise_core.contracts.events import EventReceived, utcnow  # noqa: E402
 from streamwise_devstack import KafkaBroker, RedisServer, create_topics, free_port  # noqa: E402
 from streamwise_devstack.fraud import FraudStream  # noqa: E402
 from streamwise_devstack.suite import ServiceSpec, Suite, service_specs, suite_env  # noqa: E402

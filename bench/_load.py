@@ -28,12 +28,12 @@ import httpx
 import orjson
 import river
 
-from streamwise_core.appspec import AppSpec, ModelSpec, StepSpec, load_app_spec
-from streamwise_core.codec import ModelMeta, SignedBlob, dumps, pack, unpack
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.contracts.appspec import AppSpec, ModelSpec, StepSpec, load_app_spec
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, dumps, pack, unpack
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 
 ROOT = Path(__file__).resolve().parents[1]

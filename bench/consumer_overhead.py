@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.settings import KafkaSettings
 from streamwise_devstack import KafkaBroker, free_port
 from streamwise_trainer.consumer import BatchConsumer
 from streamwise_trainer.settings import TrainerSettings

@@ -25,12 +25,12 @@ import redis
 import sqlalchemy as sa
 import typer
 
-from streamwise_core.appspec import AppSpec, load_app_spec
-from streamwise_core.events import EventReceived
-from streamwise_core.registry import migrate
-from streamwise_core.registry.tables import ModelVersionRow
-from streamwise_core.settings import Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.registry import migrate
+from streamwise_core.adapters.registry.tables import ModelVersionRow
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import AppSpec, load_app_spec
+from streamwise_core.contracts.events import EventReceived
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import PostgresServer, RedisServer
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.learning import Record, Snapshot, Trainer

@@ -45,10 +45,10 @@ from _common import console
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.kafka import make_producer
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import make_producer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.settings import KafkaSettings
+from streamwise_core.contracts.codec import ModelMeta
 from streamwise_predictor.settings import PredictorSettings
 from streamwise_trainer.settings import TrainerSettings
 

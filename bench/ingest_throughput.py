@@ -7,7 +7,7 @@ in the same groups; a group counts when every record of it is acknowledged, as a
 
 - ``raw`` (**the issue's target: ingest ≥ 0.5 × raw**): a plain ``AIOKafkaProducer`` configured
   like ingest's (acks=all, idempotent, linger 2 ms, the same request timeout and size limit; see
-  ``streamwise_core.kafka.make_producer``), used the way a developer would without our sink:
+  ``streamwise_core.adapters.kafka.make_producer``), used the way a developer would without our sink:
   ``producer.send()`` for each record of a group, then the group's deliveries awaited
   (aiokafka appends concurrent records to the same open batch itself). ``--raw batch``
   instead hands each group over alone as one record batch per partition (``send_batches``,
@@ -42,9 +42,9 @@ import typer
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.kafka import make_producer, send_batches
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import make_producer, send_batches
+from streamwise_core.adapters.settings import KafkaSettings
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_ingest.sink import KafkaSink
 
 TARGETS = ("ingest", "raw", "sink")

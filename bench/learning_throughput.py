@@ -37,12 +37,12 @@ from rich.progress import Progress
 from rich.table import Table
 from river import evaluate, metrics
 
-from streamwise_core.appspec import parse_app_spec
-from streamwise_core.events import EventReceived, utcnow
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import KafkaSettings, Topics
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.settings import KafkaSettings, Topics
+from streamwise_core.contracts.appspec import parse_app_spec
+from streamwise_core.contracts.events import EventReceived, utcnow
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack import KafkaBroker, RedisServer, free_port
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.suite import Suite, service_specs, suite_env

@@ -34,7 +34,7 @@ import httpx
 import typer
 from _common import console
 
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.adapters.modelstore import ModelStore
 
 SERVICES = ("ingest", "trainer", "predictor", "webapp")
 MODEL = "fraud-lr"

@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.codec import dumps
-from streamwise_core.pipeline import build_model
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.codec import dumps
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,9 @@ import httpx
 import typer
 from _common import console
 
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.settings import Settings
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.settings import Settings
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import free_port
 
 TARGETS = ("predictor", "bare")

@@ -64,7 +64,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from sqlalchemy.pool import NullPool
 
-from streamwise_core.settings import DEV_API_KEY, Topics
+from streamwise_core.adapters.settings import DEV_API_KEY, Topics
 from streamwise_devstack import PostgresServer
 from streamwise_devstack.demo_stream import StreamSummary, stream
 from streamwise_trainer.publisher import COMPACT_EVERY

@@ -46,9 +46,9 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from streamwise_core.modelstore import ModelStore  # noqa: E402
-from streamwise_core.settings import Settings, Topics  # noqa: E402
-from streamwise_core.signing import Signer  # noqa: E402
+from streamwise_core.adapters.modelstore import ModelStore  # noqa: E402
+from streamwise_core.adapters.settings import Settings, Topics  # noqa: E402
+from streamwise_core.contracts.signing import Signer  # noqa: E402
 from streamwise_devstack import RedisServer, TansuBroker, create_topics, free_port  # noqa: E402
 from streamwise_devstack.suite import Suite, service_specs, suite_env  # noqa: E402
 

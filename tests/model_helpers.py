@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.schema import to_model_input, validator
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.schema import to_model_input, validator
 from streamwise_predictor.holder import ServedModel
 from streamwise_predictor.predictions import Checked, Instance, Prediction, predict_checked
 from streamwise_trainer.learning import TrainerState

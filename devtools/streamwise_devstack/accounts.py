@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamwise_core.registry import migrate
+from streamwise_core.adapters.registry import migrate
 from streamwise_webapp.accounts import Accounts, Role
 
 DEMO_ACCOUNTS = (

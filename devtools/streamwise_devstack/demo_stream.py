@@ -21,8 +21,8 @@ from typing import Annotated, Any, Protocol
 import httpx
 import typer
 
-from streamwise_core.errors import StreamwiseError
-from streamwise_core.settings import DEV_API_KEY
+from streamwise_core.adapters.settings import DEV_API_KEY
+from streamwise_core.contracts.errors import StreamwiseError
 
 from .fraud import CONCEPTS, DueLabel, FraudStream, GeneratedEvent, LateLabels
 

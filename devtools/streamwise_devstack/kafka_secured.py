@@ -4,7 +4,7 @@ client, by a SCRAM-SHA-512 user (SASL_SSL) or, with ``mutual_tls``, by the clien
 tests of the services' Kafka security settings.
 
 Each user is created when the storage is formatted; ``grant`` gives a user the ACLs of one service
-(:mod:`streamwise_core.kafka_access`) through Kafka's own ``AclCommand``. ``settings(user)`` is
+(:mod:`streamwise_core.adapters.kafka_access`) through Kafka's own ``AclCommand``. ``settings(user)`` is
 the ``KafkaSettings`` a service of that user runs with.
 """
 
@@ -19,9 +19,9 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from streamwise_core.kafka import client_options
-from streamwise_core.kafka_access import topic_acls
-from streamwise_core.settings import KafkaSettings, Topics
+from streamwise_core.adapters.kafka import client_options
+from streamwise_core.adapters.kafka_access import topic_acls
+from streamwise_core.adapters.settings import KafkaSettings, Topics
 
 from .kafka import KafkaBroker, ensure_java, ensure_kafka_jars
 from .test_ca import TestCA

@@ -19,15 +19,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamwise_core.appspec import ModelSpec
-from streamwise_core.lifecycle.operations import Action, LifecycleError, PinAction, VersionNotFound, move_current
-from streamwise_core.lifecycle.operations import pin as pin_version
-from streamwise_core.lifecycle.operations import unpin as unpin_version
-from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
-from streamwise_core.settings import Settings
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
+from streamwise_core.adapters.settings import Settings
+from streamwise_core.contracts.appspec import ModelSpec
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.lifecycle.operations import Action, LifecycleError, PinAction, VersionNotFound, move_current
+from streamwise_core.domain.lifecycle.operations import pin as pin_version
+from streamwise_core.domain.lifecycle.operations import unpin as unpin_version
+from streamwise_core.domain.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
 
 models = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()

@@ -6,7 +6,7 @@ certificate of the CA with ``client_certificates``): no trust, no plaintext, no 
 roles, each with a random password that URL-encoding must carry (``%``, ``@``, ``/``, …): the
 superuser ``postgres`` (test setup), the owner ``streamwise_owner`` that owns the database (it
 migrates and grants), and one login role per service, ``streamwise_<service>``, with no right
-until the owner grants it (``streamwise_core.registry.grants``). ``url_of(role)`` is the
+until the owner grants it (``streamwise_core.adapters.registry.grants``). ``url_of(role)`` is the
 ``STREAMWISE_DATABASE_URL`` of a client of that role.
 """
 
@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg import sql
 
-from streamwise_core.registry.access import SERVICE_ACCESS
+from streamwise_core.adapters.registry.access import SERVICE_ACCESS
 
 from .postgres_server import SUPERUSER, PostgresServer
 from .test_ca import TestCA

@@ -1,4 +1,4 @@
-"""``streamwise redis``: the Redis ACL users of each service (``streamwise_core/redis_access.py``)."""
+"""``streamwise redis``: the Redis ACL users of each service (``streamwise_core/adapters/redis_access.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.redis_access import SERVICE_OPERATIONS, acl_rules
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS, acl_rules
+from streamwise_core.contracts.appspec import load_app_spec
 
 redis = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 

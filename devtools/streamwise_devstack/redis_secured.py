@@ -3,7 +3,7 @@ for the tests of the services' Redis security.
 
 The ``default`` user is off: a client without credentials is refused. Every user has a random
 password; ``admin`` may do everything (test setup), a service's user may do nothing until
-``grant`` gives it the rules of that service (:mod:`streamwise_core.redis_access`) for one
+``grant`` gives it the rules of that service (:mod:`streamwise_core.adapters.redis_access`) for one
 application. ``url(user)`` is the ``STREAMWISE_REDIS_URL`` of a service of that user.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 import redis
 
-from streamwise_core.redis_access import SERVICE_OPERATIONS, acl_rules
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS, acl_rules
 
 from .redis_server import RedisServer
 from .test_ca import TestCA

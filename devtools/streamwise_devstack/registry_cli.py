@@ -1,5 +1,5 @@
 """``streamwise registry``: migrate the SQL registry and give each service's PostgreSQL role exactly
-its rights (``streamwise_core/registry/access.py``).
+its rights (``streamwise_core/adapters/registry/access.py``).
 
 Run as the registry's owner: ``STREAMWISE_DATABASE_URL`` (or ``--database-url``) names the role
 that owns the tables, never a service's.
@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine
 
-from streamwise_core.registry import migrate as migrate_registry
-from streamwise_core.registry.access import DEFAULT_ROLES, PRIVILEGES, SERVICE_ACCESS, grant_statements
-from streamwise_core.registry.grants import GrantsNotExact, ensure_login_roles, read_schema, role_problems
-from streamwise_core.registry.grants import grant as grant_roles
-from streamwise_core.registry.repository import MigrationRefused
-from streamwise_core.settings import MigrationSettings
+from streamwise_core.adapters.registry import migrate as migrate_registry
+from streamwise_core.adapters.registry.access import DEFAULT_ROLES, PRIVILEGES, SERVICE_ACCESS, grant_statements
+from streamwise_core.adapters.registry.grants import GrantsNotExact, ensure_login_roles, read_schema, role_problems
+from streamwise_core.adapters.registry.grants import grant as grant_roles
+from streamwise_core.adapters.registry.repository import MigrationRefused
+from streamwise_core.adapters.settings import MigrationSettings
 
 registry = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()

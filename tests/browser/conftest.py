@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.settings import Topics
 from streamwise_devstack.browser import chromium_args, ensure_chromium
 from streamwise_devstack.suite import Suite
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from streamwise_core.settings import MigrationSettings, Settings
+from streamwise_core.adapters.settings import MigrationSettings, Settings
 from streamwise_devstack.suite import ServiceSpec, service_specs
 from streamwise_ingest.settings import IngestSettings
 from streamwise_predictor.settings import PredictorSettings

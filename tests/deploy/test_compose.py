@@ -12,10 +12,10 @@ import pytest
 import typer.main
 import yaml
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
-from streamwise_core.redis_access import acl_rules
-from streamwise_core.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
+from streamwise_core.adapters.redis_access import acl_rules
+from streamwise_core.adapters.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
+from streamwise_core.contracts.appspec import load_app_spec
 from streamwise_devstack import demo_stream, redis_cli, registry_cli
 
 from .support import (

@@ -167,9 +167,9 @@ IMAGE_ENTRY_MODULES = (
     "streamwise_predictor.app",
     "streamwise_webapp.app",
     "streamwise_devstack.demo_stream",  # compose's demo profile and the Kubernetes demo Job
-    "streamwise_core.registry",  # the migrate step
+    "streamwise_core.adapters.registry",  # the migrate step
     "streamwise_devstack.cli",  # prod's migrate step: `registry migrate --grant` as the owner
-    "streamwise_core.kafka",  # the topics step
+    "streamwise_core.adapters.kafka",  # the topics step
 )
 
 

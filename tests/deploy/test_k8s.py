@@ -15,11 +15,11 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.kafka_access import topic_acls
-from streamwise_core.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
-from streamwise_core.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
-from streamwise_core.settings import DEV_API_KEY, DEV_SIGNING_KEY, Settings, Topics
+from streamwise_core.adapters.kafka_access import topic_acls
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS as REDIS_OPERATIONS
+from streamwise_core.adapters.registry.access import SERVICE_ACCESS as REGISTRY_ACCESS
+from streamwise_core.adapters.settings import DEV_API_KEY, DEV_SIGNING_KEY, Settings, Topics
+from streamwise_core.contracts.appspec import load_app_spec
 
 from . import strimzi_schemas
 from .netpol import Endpoint, flows, selects

@@ -63,7 +63,7 @@ def base_name(name: str) -> str:
 def exported(service: str) -> frozenset[str]:
     """Metric names (without sample suffixes) in the service's own /metrics answer, in process."""
     if service == "trainer":
-        from streamwise_core.telemetry import exposition
+        from streamwise_core.adapters.telemetry import exposition
         from streamwise_trainer.observability import register_observability
 
         class Pages:

@@ -1,4 +1,4 @@
-"""The three places that create topics agree with ``streamwise_core.topic_config``: the local suite and
+"""The three places that create topics agree with ``streamwise_core.contracts.topic_config``: the local suite and
 compose (whose trainer and ``topics`` step run ``ensure_app_topics`` with their environment) and the
 prod overlay's Strimzi ``KafkaTopic`` objects (whose ``spec.config`` repeats the values)."""
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.settings import Settings, Topics
-from streamwise_core.topic_config import TopicRetention, topic_configs
+from streamwise_core.adapters.settings import Settings, Topics
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.topic_config import TopicRetention, topic_configs
 from streamwise_devstack.suite import suite_env
 from streamwise_trainer import app as trainer_app
 from streamwise_trainer.settings import TrainerSettings

@@ -12,9 +12,9 @@ import sys
 
 from aiokafka import AIOKafkaConsumer
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.schema import to_model_input
 from streamwise_devstack.fraud import holdout
 from streamwise_trainer.learning import Record, Trainer
 

@@ -29,8 +29,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamwise_core.record_schemas import check_record, load_schema
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.record_schemas import check_record, load_schema
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
 from streamwise_devstack.packages import ensure_debian_packages
 from streamwise_devstack.suite import Suite

@@ -23,14 +23,14 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.codec import ModelMeta, unpack
-from streamwise_core.events import PredictionMade
-from streamwise_core.inference import predict
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
-from streamwise_core.settings import DEV_SIGNING_KEY
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
+from streamwise_core.adapters.settings import DEV_SIGNING_KEY
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.codec import ModelMeta, unpack
+from streamwise_core.contracts.events import PredictionMade
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.inference import predict
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent, holdout
 from streamwise_devstack.suite import Suite
 

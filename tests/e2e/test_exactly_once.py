@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from streamwise_core.codec import unpack
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.settings import Settings
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.settings import Settings
+from streamwise_core.contracts.codec import unpack
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import free_port
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.suite import Suite, service_specs, suite_env

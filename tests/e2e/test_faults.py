@@ -25,10 +25,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamwise_core.events import EventReceived
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.events import EventReceived
 from streamwise_devstack import KafkaBroker, PostgresServer, RedisServer, free_port
 from streamwise_devstack.fraud import FraudStream, holdout
 from streamwise_devstack.suite import Suite, service_specs, suite_env

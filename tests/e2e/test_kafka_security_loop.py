@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from streamwise_core.kafka_access import SERVICE_ACCESS
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.kafka_access import SERVICE_ACCESS
+from streamwise_core.adapters.settings import Topics
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.kafka_secured import SecuredKafkaBroker
 

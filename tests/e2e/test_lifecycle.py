@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.suite import Suite
 

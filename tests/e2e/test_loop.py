@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.adapters.modelstore import ModelStore
 from streamwise_devstack import free_port
 from streamwise_devstack.fraud import FraudStream, holdout
 from streamwise_devstack.suite import Suite, service_specs

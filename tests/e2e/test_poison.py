@@ -21,8 +21,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from streamwise_core.events import DeadLettered, EventReceived, LabelReceived
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.events import DeadLettered, EventReceived, LabelReceived
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
 from streamwise_devstack.suite import Suite
 

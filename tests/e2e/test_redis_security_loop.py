@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamwise_core.redis_access import SERVICE_OPERATIONS
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS
 from streamwise_devstack.accounts import ensure_demo_accounts
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.redis_secured import ADMIN, SecuredRedisServer

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamwise_core.registry import migrate
+from streamwise_core.adapters.registry import migrate
 from streamwise_devstack.fraud import FraudStream
 from streamwise_devstack.postgres_secured import SecuredPostgresServer
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.adapters.modelstore import ModelStore
 from streamwise_devstack.fraud import FraudStream
 
 from .conftest import start_suite

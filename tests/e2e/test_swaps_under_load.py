@@ -34,9 +34,9 @@ from bench._load import (
     train_small,
     versions_per_worker_monotonic,
 )
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.settings import Settings, Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.settings import Settings, Topics
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import create_topics
 from streamwise_devstack.suite import Suite
 

@@ -26,14 +26,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streamwise_core.codec import ModelMeta, pack
-from streamwise_core.events import EventReceived, LabelReceived, PredictionMade
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import KafkaSettings, Settings, Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.settings import KafkaSettings, Settings, Topics
+from streamwise_core.contracts.codec import ModelMeta, pack
+from streamwise_core.contracts.events import EventReceived, LabelReceived, PredictionMade
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
@@ -474,8 +474,8 @@ async def test_nothing_refused_was_written(ingest: Served, predictor: Served) ->
 
 def test_a_model_answer_that_is_not_finite_is_refused_not_a_500() -> None:
     """JSON has no NaN: an instance the model cannot score (extreme values) gets a 422 naming it."""
-    from streamwise_core.appspec import load_app_spec
-    from streamwise_core.errors import ValidationFailed
+    from streamwise_core.contracts.appspec import load_app_spec
+    from streamwise_core.contracts.errors import ValidationFailed
     from streamwise_predictor.holder import ServedModel
     from streamwise_predictor.predictions import Instance
     from tests.model_helpers import predict_instances

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import ModelSpec, load_app_spec
-from streamwise_core.codec import ModelMeta, SignedBlob, pack
-from streamwise_core.lifecycle.operations import Conflict, VersionNotFound
-from streamwise_core.lifecycle.roster import InvalidModel, StartPosition, add_challenger, make_champion, retire
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import CHALLENGER, CHAMPION, DriftEntry, ModelExists, Registry, RosterEntry
-from streamwise_core.signing import Signer
-from streamwise_core.store_types import PointerMoved
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import CHALLENGER, CHAMPION, DriftEntry, ModelExists, Registry, RosterEntry
+from streamwise_core.contracts.appspec import ModelSpec, load_app_spec
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_types import PointerMoved
+from streamwise_core.domain.lifecycle.operations import Conflict, VersionNotFound
+from streamwise_core.domain.lifecycle.roster import InvalidModel, StartPosition, add_challenger, make_champion, retire
 from streamwise_devstack import ExternalRedis, RedisServer
 from streamwise_predictor.holder import ModelHolder
 from streamwise_predictor.watcher import VersionWatcher

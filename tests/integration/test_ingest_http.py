@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streamwise_core.events import EventReceived, LabelReceived
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.settings import DEV_API_KEY, KafkaSettings, Topics
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.settings import DEV_API_KEY, KafkaSettings, Topics
+from streamwise_core.contracts.events import EventReceived, LabelReceived
 from streamwise_devstack import ExternalKafka, KafkaBroker, TansuBroker
 from streamwise_ingest.app import create_app
 from streamwise_ingest.settings import IngestSettings

@@ -18,9 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.kafka import ensure_topics, make_producer
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import ensure_topics, make_producer
+from streamwise_core.adapters.settings import KafkaSettings
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_devstack import KafkaBroker, TansuBroker
 from streamwise_ingest.sink import KafkaSink
 

@@ -14,10 +14,10 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from aiokafka.protocol.fetch import FetchRequest
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.kafka import client_options, ensure_topics, make_producer
-from streamwise_core.kafka_access import SERVICE_ACCESS
-from streamwise_core.settings import KafkaSettings, Topics
+from streamwise_core.adapters.kafka import client_options, ensure_topics, make_producer
+from streamwise_core.adapters.kafka_access import SERVICE_ACCESS
+from streamwise_core.adapters.settings import KafkaSettings, Topics
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_devstack.kafka_secured import SecuredKafkaBroker
 
 TOPICS = Topics.for_app(f"sec{uuid.uuid4().hex[:6]}", "fraud")

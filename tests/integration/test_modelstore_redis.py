@@ -15,10 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack, verify
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack, unpack, verify
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import ExternalRedis, RedisServer
 from streamwise_predictor.holder import ModelHolder
 from streamwise_predictor.watcher import VersionWatcher
@@ -588,7 +588,7 @@ async def test_pointer_generations_and_rollback_followed_by_the_watcher(store: M
     await watcher.check()
     assert holder.version == 2
 
-    from streamwise_core.store_types import PointerMoved
+    from streamwise_core.contracts.store_types import PointerMoved
     with pytest.raises(PointerMoved):
         await store.move_current(MODEL, 2, expect=3)
     with pytest.raises(LookupError):

@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.registry import Registry, migrate
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.registry import Registry, migrate
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
 from streamwise_predictor.app import create_app as create_predictor

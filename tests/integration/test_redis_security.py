@@ -19,12 +19,12 @@ import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, verify
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.redis_access import SERVICE_OPERATIONS, service_access
-from streamwise_core.retention import Retention
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.redis_access import SERVICE_OPERATIONS, service_access
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack, verify
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack.redis_secured import ADMIN, SecuredRedisServer
 
 pytestmark = pytest.mark.integration

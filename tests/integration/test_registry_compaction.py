@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from streamwise_core.registry import AuditEntry, Registry, VersionRow, migrate, repository
-from streamwise_core.registry.repository import make_engine
-from streamwise_core.registry.tables import ModelVersionRow
+from streamwise_core.adapters.registry import AuditEntry, Registry, VersionRow, migrate, repository
+from streamwise_core.adapters.registry.repository import make_engine
+from streamwise_core.adapters.registry.tables import ModelVersionRow
 
 from .test_registry_sql import HEAD, _alembic_config, _alembic_heads, _as_utc, _meta, db_url, registry  # noqa: F401 - fixtures
 

@@ -21,12 +21,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from psycopg import sql
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.registry import CHALLENGER, CHAMPION, AuditEntry, DriftEntry, Lineage, Registry, RosterEntry, migrate
-from streamwise_core.registry.access import SERVICE_ACCESS, RegistryAccess
-from streamwise_core.registry.grants import GrantsNotExact, grant
-from streamwise_core.registry.repository import MIGRATIONS, MigrationRefused
+from streamwise_core.adapters.registry import CHALLENGER, CHAMPION, AuditEntry, DriftEntry, Lineage, Registry, RosterEntry, migrate
+from streamwise_core.adapters.registry.access import SERVICE_ACCESS, RegistryAccess
+from streamwise_core.adapters.registry.grants import GrantsNotExact, grant
+from streamwise_core.adapters.registry.repository import MIGRATIONS, MigrationRefused
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_devstack.postgres_secured import OWNER, SecuredPostgresServer
 from streamwise_webapp.accounts import Accounts, Role
 

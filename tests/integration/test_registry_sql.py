@@ -22,15 +22,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.codec import ModelMeta, verify
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import EventReceived, ModelPublished
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry, migrate
-from streamwise_core.registry.repository import MIGRATIONS
-from streamwise_core.settings import Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry, migrate
+from streamwise_core.adapters.registry.repository import MIGRATIONS
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.codec import ModelMeta, verify
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import EventReceived, ModelPublished
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack import ExternalKafka, ExternalRedis, KafkaBroker, PostgresServer, RedisServer, create_topics
 from streamwise_trainer.learning import Record, Snapshot, Trainer
 from streamwise_trainer.publisher import Publisher
@@ -172,7 +172,7 @@ def test_migrations_wait_for_each_other_on_an_advisory_lock(postgres_server: Pos
     on that advisory lock); released, it migrates."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from streamwise_core.registry.migrations_lock import MIGRATION_LOCK
+    from streamwise_core.adapters.registry.migrations_lock import MIGRATION_LOCK
 
     name, url = _postgres_db(postgres_server)
     try:
@@ -203,7 +203,7 @@ def test_concurrent_migrations_of_an_empty_database_all_succeed(postgres_server:
     """The trainer, the web app's init container and compose's migrate step start together: four
     processes (Alembic's context is per process) migrate one empty database at once."""
     name, url = _postgres_db(postgres_server)
-    script = "import sys; from streamwise_core.registry import migrate; migrate(sys.argv[1])"
+    script = "import sys; from streamwise_core.adapters.registry import migrate; migrate(sys.argv[1])"
     try:
         runs = [subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
         for run in runs:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack
-from streamwise_core.memory_store import MemoryModelStore
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.signing import Signer
-from streamwise_core.store_types import Champion, Pointer, PointerMoved
+from streamwise_core.adapters.memory_store import MemoryModelStore
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_types import Champion, Pointer, PointerMoved
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
-from streamwise_core.kafka import ensure_app_topics
-from streamwise_core.settings import KafkaSettings, Settings
-from streamwise_core.topic_config import topic_configs
+from streamwise_core.adapters.kafka import ensure_app_topics
+from streamwise_core.adapters.settings import KafkaSettings, Settings
+from streamwise_core.contracts.topic_config import topic_configs
 from streamwise_devstack import KafkaBroker, TansuBroker
 from streamwise_trainer.consumer import BatchConsumer
 
@@ -90,26 +90,26 @@ async def test_an_existing_topic_converges(kafka_broker: KafkaBroker, caplog: py
     events = settings.topics.events
     await _create(kafka_broker.bootstrap, events,
                   {"cleanup.policy": "compact", "retention.ms": "3600000", "max.message.bytes": "2000000"})
-    with caplog.at_level(logging.WARNING, logger="streamwise_core.kafka"):
+    with caplog.at_level(logging.WARNING, logger="streamwise_core.adapters.kafka"):
         await ensure_app_topics(settings, timeout_s=30)
-    assert [m for m in _logged(caplog, "streamwise_core.kafka") if events in m], "the change is logged"
+    assert [m for m in _logged(caplog, "streamwise_core.adapters.kafka") if events in m], "the change is logged"
     wanted = topic_configs(settings.topics, settings.topic_retention)[events]
     # The controller has accepted the change; each broker applies it from the metadata log a
     # moment later, so DescribeConfigs may still answer the old values at first.
     described = await _described_once(kafka_broker.bootstrap, events, lambda d: {k: d[k][0] for k in wanted} == wanted)
     assert described["max.message.bytes"] == ("2000000", DYNAMIC_TOPIC_CONFIG), "its other settings stay"
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="streamwise_core.kafka"):
+    with caplog.at_level(logging.WARNING, logger="streamwise_core.adapters.kafka"):
         await ensure_app_topics(settings, timeout_s=30)
-    assert not _logged(caplog, "streamwise_core.kafka"), "nothing left to change"
+    assert not _logged(caplog, "streamwise_core.adapters.kafka"), "nothing left to change"
 
 
 async def test_tansu_takes_the_configs_and_does_not_fail(tansu_broker: TansuBroker, caplog: pytest.LogCaptureFixture) -> None:
     settings = _settings(tansu_broker.bootstrap, idempotence=False)
     await _create(tansu_broker.bootstrap, settings.topics.predictions, {"retention.ms": "1000"})
-    with caplog.at_level(logging.WARNING, logger="streamwise_core.kafka"):
+    with caplog.at_level(logging.WARNING, logger="streamwise_core.adapters.kafka"):
         await ensure_app_topics(settings, timeout_s=30)  # Tansu has no AlterConfigs: logged, not raised
-    assert any(settings.topics.predictions in m for m in _logged(caplog, "streamwise_core.kafka"))
+    assert any(settings.topics.predictions in m for m in _logged(caplog, "streamwise_core.adapters.kafka"))
     described = await _described(tansu_broker.bootstrap, [settings.topics.events])
     assert described[settings.topics.events]["retention.ms"][0] == str(settings.topic_retention.events_ms)
 

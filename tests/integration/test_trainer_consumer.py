@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from streamwise_core.kafka import ensure_topics
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import ensure_topics
+from streamwise_core.adapters.settings import KafkaSettings
 from streamwise_devstack import KafkaBroker
 from streamwise_trainer.consumer import BatchConsumer
 from streamwise_trainer.learning import ConsumedRecord

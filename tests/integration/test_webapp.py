@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
-from streamwise_core.codec import ModelMeta, pack
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry, migrate
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry, migrate
+from streamwise_core.contracts.codec import ModelMeta, pack
+from streamwise_core.contracts.signing import Signer
 from streamwise_webapp.accounts import Accounts, Role
 from streamwise_webapp.app import create_app
 from streamwise_webapp.settings import WebappSettings

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamwise_core.codec import ModelMeta, pack
-from streamwise_core.registry import CHAMPION, DriftEntry, RosterEntry
+from streamwise_core.adapters.registry import CHAMPION, DriftEntry, RosterEntry
+from streamwise_core.contracts.codec import ModelMeta, pack
 
 from .test_webapp import API_KEY, SIGNER, Backends, backends, client_for  # noqa: F401 - fixture
 

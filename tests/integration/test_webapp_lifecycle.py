@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.codec import ModelMeta, pack
-from streamwise_core.lifecycle.operations import Conflict, VersionNotFound, move_current
-from streamwise_core.signing import Signer
+from streamwise_core.contracts.codec import ModelMeta, pack
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.lifecycle.operations import Conflict, VersionNotFound, move_current
 
 from .test_webapp import API_KEY, KEY_ID, SIGNER, Backends, backends, client_for  # noqa: F401 - fixture
 
@@ -139,8 +139,8 @@ def test_operator_cli(redis_server: Any, tmp_path: Any, monkeypatch: pytest.Monk
 
     from typer.testing import CliRunner
 
-    from streamwise_core.modelstore import ModelStore
-    from streamwise_core.registry import Registry, migrate
+    from streamwise_core.adapters.modelstore import ModelStore
+    from streamwise_core.adapters.registry import Registry, migrate
     from streamwise_devstack.cli import cli
     from streamwise_webapp.settings import WebappSettings
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from streamwise_core.codec import ModelMeta, pack
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.retention import Retention
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.contracts.codec import ModelMeta, pack
+from streamwise_core.contracts.retention import Retention
 
 from .test_webapp import API_KEY, KEY_ID, SIGNER, Backends, backends, client_for  # noqa: F401 - fixture
 from .test_webapp_auth import _people, _sign_in

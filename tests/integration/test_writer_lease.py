@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.adapters.modelstore import ModelStore
 from streamwise_devstack import RedisServer
 from streamwise_trainer.lease import WriterConflict, acquire
 

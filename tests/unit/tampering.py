@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack
-from streamwise_core.signing import Signature, Signer
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack
+from streamwise_core.contracts.signing import Signature, Signer
 
 REFUSALS = ["signature", "blob", "meta", "key", "river", "digest"]
 

@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 from river import base, compose, linear_model, preprocessing
 
-from streamwise_core.appspec import AppSpec, FeatureSpec, FeatureType, Task, load_app_spec, parse_app_spec
-from streamwise_core.errors import SpecError, StreamwiseError
-from streamwise_core.pipeline import SelectPresent, build_model
-from streamwise_core.schema import to_model_input
+from streamwise_core.contracts.appspec import AppSpec, FeatureSpec, FeatureType, Task, load_app_spec, parse_app_spec
+from streamwise_core.contracts.errors import SpecError, StreamwiseError
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.pipeline import SelectPresent, build_model
 from streamwise_devstack.fraud import MERCHANTS, FraudStream
 
 ROOT = Path(__file__).resolve().parents[2]

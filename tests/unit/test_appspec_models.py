@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamwise_core.appspec import parse_app_spec
-from streamwise_core.errors import SpecError
-from streamwise_core.lifecycle.roster import StartPosition
+from streamwise_core.contracts.appspec import parse_app_spec
+from streamwise_core.contracts.errors import SpecError
+from streamwise_core.domain.lifecycle.roster import StartPosition
 
 BASE = {
     "name": "shop", "task": "binary", "features": {"amount": "float"},

@@ -7,8 +7,8 @@ from types import ModuleType
 
 import pytest
 
-from streamwise_core import events, schema, store_types, topic_config
-from streamwise_core.lifecycle import challenge, gate
+from streamwise_core.contracts import events, schema, store_types, topic_config
+from streamwise_core.domain.lifecycle import challenge, gate
 from streamwise_predictor import holder
 from streamwise_trainer import join, publish_policy
 

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from streamwise_core import events
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.events import EventReceived, LabelReceived, event_fields, label_fields
-from streamwise_core.settings import Topics
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts import events
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.events import EventReceived, LabelReceived, event_fields, label_fields
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.validation import event_records
 from streamwise_trainer.learning import Record, Trainer

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamwise_core import events, record_schemas
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.codec import ModelMeta
-from streamwise_core.events import EventReceived, PredictionMade
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
+from streamwise_core.contracts import events, record_schemas
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.events import EventReceived, PredictionMade
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ServedModel
 from streamwise_predictor.predictions import (

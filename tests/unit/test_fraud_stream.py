@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, load_app_spec
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input, validator
+from streamwise_core.contracts.appspec import AppSpec, load_app_spec
+from streamwise_core.contracts.schema import to_model_input, validator
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent, LateLabels, holdout
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "examples" / "fraud" / "streamwise.toml"

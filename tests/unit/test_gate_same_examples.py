@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import Task
-from streamwise_core.codec import unpack
-from streamwise_core.events import EventReceived
-from streamwise_core.lifecycle.gate import GateSettings, SameExamples, decide
+from streamwise_core.contracts.appspec import Task
+from streamwise_core.contracts.codec import unpack
+from streamwise_core.contracts.events import EventReceived
+from streamwise_core.domain.lifecycle.gate import GateSettings, SameExamples, decide
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.anchors import GateAnchors
 from streamwise_trainer.learning import Record

@@ -12,8 +12,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
-from streamwise_core.http import ApiKeyGate, BodyLimit, BodyTooLarge
-from streamwise_core.telemetry import HttpMetrics, http_metrics, instrument_app, metrics_registry
+from streamwise_core.adapters.http import ApiKeyGate, BodyLimit, BodyTooLarge
+from streamwise_core.adapters.telemetry import HttpMetrics, http_metrics, instrument_app, metrics_registry
 
 LIMIT = 100
 

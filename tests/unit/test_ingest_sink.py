@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from streamwise_core.errors import BackendUnavailable
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_ingest.sink import KafkaSink
 
 

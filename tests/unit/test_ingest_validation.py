@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, load_app_spec, parse_app_spec
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import EventReceived, LabelReceived
+from streamwise_core.contracts.appspec import AppSpec, load_app_spec, parse_app_spec
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.events import EventReceived, LabelReceived
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.parsing import MAX_DEPTH, parse_items
 from streamwise_ingest.validation import event_records, new_ids, validate_labels

@@ -11,13 +11,13 @@ from typing import Any
 
 from river import proba
 
-from streamwise_core.appspec import load_app_spec, parse_app_spec
-from streamwise_core.codec import dumps
-from streamwise_core.events import EventReceived, utcnow
-from streamwise_core.inference import predict
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import load_app_spec, parse_app_spec
+from streamwise_core.contracts.codec import dumps
+from streamwise_core.contracts.events import EventReceived, utcnow
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.inference import predict
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.learning import Record, Trainer
 

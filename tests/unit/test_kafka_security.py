@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streamwise_core.kafka import client_options
-from streamwise_core.kafka_access import SERVICE_ACCESS, TopicAcl, topic_acls
-from streamwise_core.settings import KafkaSettings, Settings, Topics
+from streamwise_core.adapters.kafka import client_options
+from streamwise_core.adapters.kafka_access import SERVICE_ACCESS, TopicAcl, topic_acls
+from streamwise_core.adapters.settings import KafkaSettings, Settings, Topics
 
 TOPICS = Topics.for_app("streamwise", "fraud")
 

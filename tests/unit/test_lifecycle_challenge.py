@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamwise_core.appspec import PromotionSpec, Task
-from streamwise_core.lifecycle.challenge import Comparison, PromotionClock, Scoreboard
+from streamwise_core.contracts.appspec import PromotionSpec, Task
+from streamwise_core.domain.lifecycle.challenge import Comparison, PromotionClock, Scoreboard
 
 
 def test_models_are_compared_only_on_the_examples_both_scored() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from streamwise_core.appspec import Task
-from streamwise_core.codec import ModelMeta
-from streamwise_core.lifecycle import GateSettings, decide
-from streamwise_core.lifecycle.gate import higher_is_better
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
+from streamwise_core.contracts.appspec import Task
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.domain.lifecycle import GateSettings, decide
+from streamwise_core.domain.lifecycle.gate import higher_is_better
 from streamwise_predictor.holder import ModelHolder, ServedModel
 
 ON = GateSettings(enabled=True, tolerance=0.02, min_examples=1000, compare="publish")

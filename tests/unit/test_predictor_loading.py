@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import StepSpec, load_app_spec
-from streamwise_core.codec import ModelMeta, pack, verify
-from streamwise_core.errors import BlobRefused
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
-from streamwise_core.signing import Signer
+from streamwise_core.contracts.appspec import StepSpec, load_app_spec
+from streamwise_core.contracts.codec import ModelMeta, pack, verify
+from streamwise_core.contracts.errors import BlobRefused
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor import loading
 from streamwise_predictor.loading import FrameReader, LoadPolicy, ModelLoader, Pacer, gentle_loads, gentle_release

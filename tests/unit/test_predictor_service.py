@@ -9,12 +9,12 @@ from typing import Any
 import pydantic
 import pytest
 
-from streamwise_core.appspec import AppSpec, load_app_spec, parse_app_spec
-from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.inference import label_key, predict
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
+from streamwise_core.contracts.appspec import AppSpec, load_app_spec, parse_app_spec
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.inference import label_key, predict
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor import predictions
 from streamwise_predictor.holder import ModelHolder, ServedModel

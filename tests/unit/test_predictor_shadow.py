@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.events import PredictionMade
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import validator
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.events import PredictionMade
+from streamwise_core.contracts.schema import validator
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_predictor.holder import ModelHolder, ServedModel
 from streamwise_predictor.predictions import Checked, predict_checked

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from streamwise_core.settings import DEV_API_KEY, DEV_DATABASE_PASSWORD, DEV_PASSWORD_MARK, DEV_SIGNING_KEY, Settings
+from streamwise_core.adapters.settings import DEV_API_KEY, DEV_DATABASE_PASSWORD, DEV_PASSWORD_MARK, DEV_SIGNING_KEY, Settings
 from streamwise_webapp.settings import DEV_ADMIN_PASSWORD, WebappSettings
 from tests.deploy.support import SETTINGS_CLASSES, compose_environment, load_compose, settings_from_env
 

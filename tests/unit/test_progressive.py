@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from river import anomaly, compose, feature_extraction, linear_model, preprocessing, stats
 
-from streamwise_core.appspec import Task, load_app_spec, parse_app_spec
-from streamwise_core.codec import dumps
-from streamwise_core.inference import predict
-from streamwise_core.pipeline import SelectPresent, build_model
-from streamwise_core.progressive import PredictThenLearn
-from streamwise_core.schema import to_model_input
+from streamwise_core.contracts.appspec import Task, load_app_spec, parse_app_spec
+from streamwise_core.contracts.codec import dumps
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.domain.inference import predict
+from streamwise_core.domain.pipeline import SelectPresent, build_model
+from streamwise_core.domain.progressive import PredictThenLearn
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.learner import OnlineLearner, embedding_model
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.retention import Retention
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.retention import Retention
 from streamwise_trainer import publisher as publisher_module
 from streamwise_trainer.publisher import Publisher
 

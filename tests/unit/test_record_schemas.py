@@ -1,6 +1,6 @@
 """The topics' record formats (docs/schemas) for any Kafka client.
 
-The schema files are generated from the event models (``streamwise_core.record_schemas``) and
+The schema files are generated from the event models (``streamwise_core.contracts.record_schemas``) and
 may not drift from them; what the services really write validates against them; and what the
 trainer's readers (``event_fields``, ``label_fields``) refuse, the schemas refuse too: a record
 that validates is a record the trainer can read. The schemas promise less than the readers
@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError
 
-from streamwise_core import record_schemas
-from streamwise_core.appspec import load_app_spec
-from streamwise_core.codec import ModelMeta
-from streamwise_core.events import (
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts import record_schemas
+from streamwise_core.contracts.appspec import load_app_spec
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.events import (
     DeadLettered,
     EventReceived,
     LabelReceived,
@@ -34,11 +35,10 @@ from streamwise_core.events import (
     event_fields,
     label_fields,
 )
-from streamwise_core.pipeline import build_model
-from streamwise_core.record_schemas import KINDS_BY_NAME, RECORD_KINDS, check_record, load_schema
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import Topics
-from streamwise_core.topic_config import DAY_MS, TopicRetention, topic_configs
+from streamwise_core.contracts.record_schemas import KINDS_BY_NAME, RECORD_KINDS, check_record, load_schema
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.topic_config import DAY_MS, TopicRetention, topic_configs
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream
 from streamwise_ingest.validation import event_records, validate_labels
 from streamwise_predictor.holder import ServedModel
@@ -80,7 +80,7 @@ def reads(read: Any, data: bytes) -> bool:
 
 
 def test_the_committed_files_are_what_the_generator_writes() -> None:
-    assert record_schemas.differences(SCHEMAS) == [], "run: python -m streamwise_core.record_schemas --write docs/schemas"
+    assert record_schemas.differences(SCHEMAS) == [], "run: python -m streamwise_core.contracts.record_schemas --write docs/schemas"
     current = {kind.name: kind.version for kind in RECORD_KINDS}
     for path in SCHEMAS.iterdir():
         match = re.fullmatch(r"([a-z_]+)\.v([0-9]+)\.schema\.json", path.name)
@@ -99,7 +99,7 @@ def test_the_generator_command_writes_and_checks(tmp_path: Path) -> None:
     assert len(record_schemas.differences(tmp_path)) == 2
     # the command as the docs give it, on the committed files
     done = subprocess.run(
-        [sys.executable, "-m", "streamwise_core.record_schemas", "--check", "docs/schemas"], cwd=ROOT,
+        [sys.executable, "-m", "streamwise_core.contracts.record_schemas", "--check", "docs/schemas"], cwd=ROOT,
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr

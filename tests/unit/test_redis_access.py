@@ -8,8 +8,8 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.redis_access import (
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.redis_access import (
     CHANNEL,
     KEY_PATTERNS,
     OPERATIONS,

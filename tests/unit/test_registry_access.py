@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.config import Config
 from typer.testing import CliRunner
 
-from streamwise_core.registry import migrate
-from streamwise_core.registry.access import (
+from streamwise_core.adapters.registry import migrate
+from streamwise_core.adapters.registry.access import (
     ALEMBIC_VERSION,
     DEFAULT_ROLES,
     SERVICE_ACCESS,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, parse_app_spec
-from streamwise_core.schema import (
+from streamwise_core.contracts.appspec import AppSpec, parse_app_spec
+from streamwise_core.contracts.schema import (
     NARROW_REFUSAL,
     FeatureValidator,
     read_timestamp,

@@ -12,10 +12,10 @@ import pytest
 import river
 from pydantic import SecretStr
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack, verify
-from streamwise_core.errors import BlobRefused
-from streamwise_core.settings import DEV_SIGNING_KEY, Settings
-from streamwise_core.signing import Signature, Signer
+from streamwise_core.adapters.settings import DEV_SIGNING_KEY, Settings
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack, unpack, verify
+from streamwise_core.contracts.errors import BlobRefused
+from streamwise_core.contracts.signing import Signature, Signer
 
 from .tampering import REFUSALS, tampered
 
@@ -277,7 +277,7 @@ def test_random_states_pickle_as_bytes_and_resume_the_same_sequence() -> None:
     import pickle
     import random
 
-    from streamwise_core.codec import dumps
+    from streamwise_core.contracts.codec import dumps
 
     rngs = [random.Random(seed) for seed in range(3)]
     for rng in rngs:
@@ -299,7 +299,7 @@ def test_unseeded_gaussians_pickle_without_their_generator_and_seeded_ones_with_
 
     from river import proba
 
-    from streamwise_core.codec import dumps
+    from streamwise_core.contracts.codec import dumps
 
     unseeded, seeded = proba.Gaussian(), proba.Gaussian(seed=7)
     for x in (1.0, 2.5, 4.0):
@@ -329,7 +329,7 @@ def test_a_hoeffding_tree_blob_is_small_and_predicts_the_same_after_loading() ->
 
     from river import tree
 
-    from streamwise_core.codec import dumps
+    from streamwise_core.contracts.codec import dumps
     from streamwise_devstack.fraud import FraudStream
 
     model = tree.HoeffdingTreeClassifier(grace_period=50)

@@ -15,9 +15,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
-from streamwise_core.http import ApiKeyGate, RequestRoute, include_request_routes, require_api_key
-from streamwise_core.kafka import send_batches
-from streamwise_core.telemetry import metrics_registry
+from streamwise_core.adapters.http import ApiKeyGate, RequestRoute, include_request_routes, require_api_key
+from streamwise_core.adapters.kafka import send_batches
+from streamwise_core.adapters.telemetry import metrics_registry
 from streamwise_ingest import sink as ingest_sink
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.deps import Services

@@ -25,11 +25,9 @@ from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamwise_core import telemetry
-from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.settings import Settings
-from streamwise_core.telemetry import (
+from streamwise_core.adapters import telemetry
+from streamwise_core.adapters.settings import Settings
+from streamwise_core.adapters.telemetry import (
     JsonFormatter,
     configure_logging,
     exposition,
@@ -37,6 +35,8 @@ from streamwise_core.telemetry import (
     instrument_app,
     metrics_registry,
 )
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_ingest import app as ingest_app
 from streamwise_ingest.app import create_app as create_ingest
 from streamwise_ingest.settings import IngestSettings
@@ -235,14 +235,14 @@ def test_process_metrics_are_in_the_registry_unless_asked_not_to() -> None:
 WORKER = textwrap.dedent(
     """
     import sys
-    from streamwise_core.telemetry import metrics_registry
+    from streamwise_core.adapters.telemetry import metrics_registry
     from streamwise_predictor.observability import PredictorMetrics
     metrics = PredictorMetrics(metrics_registry(), "fraud-lr")
     metrics.predicted("single", int(sys.argv[1]), 0.002)
     metrics.version.labels("fraud-lr").set(int(sys.argv[2]))
     """
 )
-SCRAPE = "from streamwise_core.telemetry import exposition, metrics_registry; print(exposition(metrics_registry(), None)[0].decode())"
+SCRAPE = "from streamwise_core.adapters.telemetry import exposition, metrics_registry; print(exposition(metrics_registry(), None)[0].decode())"
 
 
 def test_multiprocess_mode_adds_up_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamwise_core.settings import Settings, Topics
-from streamwise_core.topic_config import DAY_MS, TopicRetention, topic_configs
+from streamwise_core.adapters.settings import Settings, Topics
+from streamwise_core.contracts.topic_config import DAY_MS, TopicRetention, topic_configs
 
 TOPICS = Topics.for_app("streamwise", "fraud")
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from streamwise_core.appspec import AppSpec, DriftSpec, StepSpec, Task, load_app_spec, parse_app_spec, primary_metric
-from streamwise_core.codec import pack, unpack
-from streamwise_core.errors import BlobRefused
-from streamwise_core.events import EventReceived, LabelReceived
-from streamwise_core.pipeline import build_model
-from streamwise_core.schema import to_model_input
-from streamwise_core.settings import Topics
-from streamwise_core.signing import Signature, Signer
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import AppSpec, DriftSpec, StepSpec, Task, load_app_spec, parse_app_spec, primary_metric
+from streamwise_core.contracts.codec import pack, unpack
+from streamwise_core.contracts.errors import BlobRefused
+from streamwise_core.contracts.events import EventReceived, LabelReceived
+from streamwise_core.contracts.schema import to_model_input
+from streamwise_core.contracts.signing import Signature, Signer
+from streamwise_core.domain.pipeline import build_model
 from streamwise_devstack.fraud import FraudStream, GeneratedEvent
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.join import Example, LabelJoin

@@ -13,12 +13,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from streamwise_core.appspec import DriftSpec, ModelSpec, RetrainSpec, StepSpec, Task
-from streamwise_core.errors import SpecError
-from streamwise_core.events import EventReceived
-from streamwise_core.inference import predict
-from streamwise_core.pipeline import build_model
-from streamwise_core.retrain import BatchModel, build_estimator
+from streamwise_core.contracts.appspec import DriftSpec, ModelSpec, RetrainSpec, StepSpec, Task
+from streamwise_core.contracts.errors import SpecError
+from streamwise_core.contracts.events import EventReceived
+from streamwise_core.domain.inference import predict
+from streamwise_core.domain.pipeline import build_model
+from streamwise_core.domain.retrain import BatchModel, build_estimator
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.drift import DriftMonitor
 from streamwise_trainer.learner import RetrainingLearner

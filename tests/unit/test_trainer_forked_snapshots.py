@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streamwise_core.codec import unpack
+from streamwise_core.contracts.codec import unpack
 from streamwise_trainer import forked
 from streamwise_trainer.learning import Snapshot, Trainer
 

@@ -9,7 +9,7 @@ from river import metrics as rm
 from river import utils
 from sklearn.metrics import f1_score, roc_auc_score
 
-from streamwise_core.appspec import Task
+from streamwise_core.contracts.appspec import Task
 from streamwise_trainer.metrics import ProgressiveMetrics
 
 

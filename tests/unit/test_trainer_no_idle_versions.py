@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streamwise_core.appspec import ModelSpec, RetrainSpec, StepSpec
+from streamwise_core.contracts.appspec import ModelSpec, RetrainSpec, StepSpec
 from streamwise_trainer.learning import Trainer
 from streamwise_trainer.runtime import TrainerRuntime
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamwise_core.telemetry import exposition
+from streamwise_core.adapters.telemetry import exposition
 from streamwise_trainer.app import create_app
 from streamwise_trainer.learning import Snapshot
 from streamwise_trainer.observability import TrainerCollector, register_observability

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from fastapi import HTTPException
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.registry import migrate
+from streamwise_core.adapters.registry import migrate
+from streamwise_core.contracts.errors import BackendUnavailable
 from streamwise_webapp.accounts import (
     API_KEY_PREFIX,
     AccountError,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamwise_core.events import EventReceived
+from streamwise_core.contracts.events import EventReceived
 from streamwise_webapp.feed import (
     CounterRates,
     DeadLetterItem,

@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from streamwise_core.codec import ModelMeta, SignedBlob, pack
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.signing import Signer
 from streamwise_webapp.live import CurrentReader, LiveModel, VersionUnreadable
 from streamwise_webapp.views import LiveState, LiveStatus
 

@@ -10,8 +10,8 @@ from string import Template
 
 import pytest
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.registry import VersionRow
+from streamwise_core.adapters.registry import VersionRow
+from streamwise_core.contracts.codec import ModelMeta
 from streamwise_webapp.page import PAGES, SIGN_IN, Page, PageContext, asset_version, load_templates, render_page, script_json
 from streamwise_webapp.sse import sse_comment, sse_event
 from streamwise_webapp.views import (

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamwise_core.events import EventReceived
-from streamwise_core.memory_store import MemoryModelStore
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.memory_store import MemoryModelStore
+from streamwise_core.contracts.events import EventReceived
+from streamwise_core.contracts.signing import Signer
 from streamwise_devstack.fraud import FraudStream
 from streamwise_trainer.dead_letters import DeadLetterSink
 from streamwise_trainer.learning import Record, Snapshot, Trainer
@@ -61,7 +61,7 @@ class DeadLetters:
 
 def checkpoint_versions(store: MemoryModelStore, model: str = MODEL) -> int | None:
     """The version the stored checkpoint was saved with."""
-    from streamwise_core.codec import ModelMeta
+    from streamwise_core.contracts.codec import ModelMeta
 
     signed = asyncio.run(store.load_checkpoint(model))
     return ModelMeta.model_validate_json(signed.meta).version if signed is not None else None

@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from streamwise_core.http import BodyLimit, include_request_routes, install_error_handlers, require_api_key
-from streamwise_core.kafka import make_producer
-from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
+from streamwise_core.adapters.http import BodyLimit, include_request_routes, install_error_handlers, require_api_key
+from streamwise_core.adapters.kafka import make_producer
+from streamwise_core.adapters.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
 
 from . import events_api, health_api
 from .deps import Services

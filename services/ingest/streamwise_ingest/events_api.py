@@ -8,8 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.http import (
+from streamwise_core.adapters.http import (
     JSON_TYPES,
     NDJSON_TYPES,
     RequestRoute,
@@ -18,7 +17,8 @@ from streamwise_core.http import (
     read_body,
     require_media_type,
 )
-from streamwise_core.schema import features_json_schema, label_json_schema
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.schema import features_json_schema, label_json_schema
 
 from .deps import services_of
 from .parsing import parse_items

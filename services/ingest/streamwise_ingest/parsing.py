@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.http import MAX_JSON_DEPTH, NDJSON_TYPES, NOT_JSON, decode_utf8, loads_quick, loads_strict, media_type
+from streamwise_core.adapters.http import MAX_JSON_DEPTH, NDJSON_TYPES, NOT_JSON, decode_utf8, loads_quick, loads_strict, media_type
+from streamwise_core.contracts.errors import ValidationFailed
 
 __all__ = ["MAX_DEPTH", "NDJSON_TYPES", "parse_items", "quick_items"]
 

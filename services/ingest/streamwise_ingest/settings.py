@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
 
 
 class IngestSettings(Settings):

@@ -7,8 +7,8 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.kafka import send_batches
+from streamwise_core.adapters.kafka import send_batches
+from streamwise_core.contracts.errors import BackendUnavailable
 
 Record = tuple[bytes, bytes]
 

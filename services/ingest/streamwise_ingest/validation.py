@@ -1,7 +1,7 @@
 """Validate request items into event and label records for the application's schema (pure).
 
 One pass over a request's items checks each one (its keys and id, its features and label with
-the app spec's validator, ``streamwise_core.schema.validator``, its timestamp) and either
+the app spec's validator, ``streamwise_core.contracts.schema.validator``, its timestamp) and either
 encodes the records (``EventReceived.records``) or names every problem, all or nothing.
 
 Event bodies are read by orjson first (``quick_items``). Whatever it reads differently from the
@@ -11,9 +11,9 @@ sends the body to be read again exactly (``parse_items``: strict JSON, with wher
 and the same pass over those items accepts them, or every problem is named.
 
 The problems of an item's shape (not an object, unknown keys, a missing or invalid id or
-features, a timestamp that is no ISO 8601 string) are named in pydantic's words, as they were
-when pydantic models (``EventIn``, ``LabelIn``) checked them; an item with such a problem is
-not checked further.
+features, a timestamp that is no ISO 8601 string) are named in pydantic's words, which clients
+of a FastAPI service expect (``schema.shape_problems``); an item with such a problem is not
+checked further.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import ID, ID_PATTERN, EventReceived, Features, Label, LabelReceived, utcnow
-from streamwise_core.schema import FeatureValidator, read_timestamp, shape_problems, validator
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.events import ID, ID_PATTERN, EventReceived, Features, Label, LabelReceived, utcnow
+from streamwise_core.contracts.schema import FeatureValidator, read_timestamp, shape_problems, validator
 
 from .parsing import parse_items, quick_items
 

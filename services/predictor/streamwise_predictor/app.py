@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from streamwise_core.http import BodyLimit, include_request_routes, install_error_handlers
-from streamwise_core.kafka import RecordBuffer, make_producer
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.signing import Signer
-from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
+from streamwise_core.adapters.http import BodyLimit, include_request_routes, install_error_handlers
+from streamwise_core.adapters.kafka import RecordBuffer, make_producer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.telemetry import configure_logging, fastapi_telemetry, instrument_app, metrics_registry
+from streamwise_core.contracts.signing import Signer
 
 from . import health_api, model_api, predictions_api
 from .deps import Services

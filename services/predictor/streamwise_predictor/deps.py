@@ -8,8 +8,8 @@ from typing import Annotated
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, HTTPException, Request
 
-from streamwise_core.kafka import RecordBuffer
-from streamwise_core.modelstore import ModelStore
+from streamwise_core.adapters.kafka import RecordBuffer
+from streamwise_core.adapters.modelstore import ModelStore
 
 from .holder import ModelHolder, ServedModel
 from .observability import PredictorMetrics

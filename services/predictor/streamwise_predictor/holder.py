@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from streamwise_core.codec import ModelMeta
+from streamwise_core.contracts.codec import ModelMeta
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from streamwise_core.codec import ModelMeta, SignedBlob, verify
-from streamwise_core.signing import Signer
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, verify
+from streamwise_core.contracts.signing import Signer
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from streamwise_core.http import Problem
+from streamwise_core.adapters.http import Problem
 
 from .deps import ServicesDep, served
 from .settings import PredictorSettings

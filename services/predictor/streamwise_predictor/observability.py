@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from streamwise_core.telemetry import LATENCY_BUCKETS
+from streamwise_core.adapters.telemetry import LATENCY_BUCKETS
 
 from .holder import ModelHolder, ServedModel
 

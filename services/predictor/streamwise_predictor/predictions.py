@@ -1,7 +1,7 @@
 """Turn requests into predictions with the served model (pure, no I/O).
 
 ``read_request`` reads a body with orjson and checks each instance in one pass (its shape, its
-features with the app spec's validator, ``streamwise_core.schema.validator``). The first
+features with the app spec's validator, ``streamwise_core.contracts.schema.validator``). The first
 problem sends the body to be read again exactly (strict JSON, with its depth limit and where it
 is broken), and every problem is named. Answers are plain dicts encoded once
 (``encode_predictions``, ``PredictionMade.records``).
@@ -17,12 +17,12 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import ID, ID_PATTERN
-from streamwise_core.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
-from streamwise_core.inference import label_key, predict
-from streamwise_core.schema import FeatureValidator, features_json_schema, shape_problems, validator
+from streamwise_core.adapters.http import NOT_JSON, decode_utf8, loads_quick, loads_strict
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.events import ID, ID_PATTERN
+from streamwise_core.contracts.schema import FeatureValidator, features_json_schema, shape_problems, validator
+from streamwise_core.domain.inference import label_key, predict
 
 from .holder import ServedModel
 
@@ -244,7 +244,7 @@ def encode_predictions(answers: list[Answer], model: str, version: int, *, encod
 
 
 """``(key, value)`` Kafka records of ``predict_checked``'s answers: the ``PredictionMade``
-records' encoder (``streamwise_core.events``), with its signature ``(answers, model, version,
+records' encoder (``streamwise_core.contracts.events``), with its signature ``(answers, model, version,
 made_at, *, shadow=False, encoded=None)``; ``encoded`` is ``encode_answers(answers)`` when the
 request has it already (a batch's response is cut from it too)."""
 

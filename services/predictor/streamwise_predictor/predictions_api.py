@@ -7,8 +7,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from streamwise_core.events import PredictionMade, utcnow
-from streamwise_core.http import JSON_TYPES, RequestRoute, problem_responses, require_media_type
+from streamwise_core.adapters.http import JSON_TYPES, RequestRoute, problem_responses, require_media_type
+from streamwise_core.contracts.events import PredictionMade, utcnow
 
 from .deps import Services, served, services_of
 from .holder import ServedModel

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
 
 
 class PredictorSettings(Settings):

@@ -15,10 +15,10 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import PredictionMade, utcnow
-from streamwise_core.store_ports import Pointers
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import PredictionMade, utcnow
+from streamwise_core.contracts.store_ports import Pointers
 
 from .holder import ModelHolder, ServedModel
 from .predictions import Answer, Checked, predict_checked

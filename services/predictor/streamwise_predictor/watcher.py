@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import Any
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import BackendUnavailable, BlobRefused
-from streamwise_core.signing import Signer
-from streamwise_core.store_ports import FollowedVersions
-from streamwise_core.store_types import serving
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import BackendUnavailable, BlobRefused
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_ports import FollowedVersions
+from streamwise_core.contracts.store_types import serving
 
 from .holder import ModelHolder, ServedModel
 from .loading import ModelLoader

@@ -7,8 +7,8 @@ import gc
 
 import faust
 
-from streamwise_core.signing import Signer
-from streamwise_core.telemetry import configure_logging
+from streamwise_core.adapters.telemetry import configure_logging
+from streamwise_core.contracts.signing import Signer
 
 from .app import create_app, prepare_shared
 from .lease import writer_id

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamwise_core.appspec import Task
-from streamwise_core.inference import predict
-from streamwise_core.lifecycle.gate import SameExamples
+from streamwise_core.contracts.appspec import Task
+from streamwise_core.domain.inference import predict
+from streamwise_core.domain.lifecycle.gate import SameExamples
 
 from .learner import prediction_error
 

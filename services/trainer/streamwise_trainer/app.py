@@ -10,13 +10,13 @@ from typing import Any
 import faust
 from faust.app.base import BootStrategy
 
-from streamwise_core.codec import verify
-from streamwise_core.http import API_KEY_HEADER, api_key_matches
-from streamwise_core.kafka import ensure_app_topics
-from streamwise_core.lifecycle.roster import StartPosition
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry, migrate
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.http import API_KEY_HEADER, api_key_matches
+from streamwise_core.adapters.kafka import ensure_app_topics
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry, migrate
+from streamwise_core.contracts.codec import verify
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.lifecycle.roster import StartPosition
 
 from .consumer import start_positions
 from .learning import Trainer

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamwise_core.kafka import client_options
-from streamwise_core.lifecycle.roster import StartPosition
-from streamwise_core.settings import KafkaSettings
+from streamwise_core.adapters.kafka import client_options
+from streamwise_core.adapters.settings import KafkaSettings
+from streamwise_core.domain.lifecycle.roster import StartPosition
 
 from .learning import ConsumedRecord, position_key
 

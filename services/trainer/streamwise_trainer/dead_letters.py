@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from streamwise_core.events import DeadLettered
+from streamwise_core.contracts.events import DeadLettered
 
 from .learning import ConsumedRecord, Rejected, position_key
 

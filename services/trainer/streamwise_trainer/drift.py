@@ -8,8 +8,8 @@ from datetime import datetime
 
 from river import drift
 
-from streamwise_core.appspec import DriftSpec
-from streamwise_core.events import utcnow
+from streamwise_core.contracts.appspec import DriftSpec
+from streamwise_core.contracts.events import utcnow
 
 
 @dataclass(frozen=True)

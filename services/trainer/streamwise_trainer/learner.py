@@ -6,12 +6,12 @@ import pickle
 from collections import deque
 from typing import Any, NamedTuple, Protocol
 
-from streamwise_core.appspec import AppSpec, Task
-from streamwise_core.codec import Reducers, reduce_without
-from streamwise_core.inference import predict
-from streamwise_core.pipeline import build_model
-from streamwise_core.progressive import PredictThenLearn
-from streamwise_core.retrain import BatchModel, build_estimator
+from streamwise_core.contracts.appspec import AppSpec, Task
+from streamwise_core.contracts.codec import Reducers, reduce_without
+from streamwise_core.domain.inference import predict
+from streamwise_core.domain.pipeline import build_model
+from streamwise_core.domain.progressive import PredictThenLearn
+from streamwise_core.domain.retrain import BatchModel, build_estimator
 
 from .metrics import ProgressiveMetrics
 

@@ -12,12 +12,12 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from streamwise_core.appspec import AppSpec
-from streamwise_core.codec import ModelMeta, SignedBlob, pack, unpack
-from streamwise_core.events import event_fields, label_fields
-from streamwise_core.schema import validator
-from streamwise_core.settings import Topics
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.settings import Topics
+from streamwise_core.contracts.appspec import AppSpec
+from streamwise_core.contracts.codec import ModelMeta, SignedBlob, pack, unpack
+from streamwise_core.contracts.events import event_fields, label_fields
+from streamwise_core.contracts.schema import validator
+from streamwise_core.contracts.signing import Signer
 
 from .anchors import GateAnchors
 from .drift import Drift, DriftMonitor, drift_monitor

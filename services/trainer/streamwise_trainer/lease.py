@@ -16,8 +16,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.store_ports import WriterLeases
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.store_ports import WriterLeases
 
 log = logging.getLogger(__name__)
 

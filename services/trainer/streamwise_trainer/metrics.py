@@ -17,7 +17,7 @@ from itertools import accumulate, starmap
 from operator import eq, itemgetter, mul
 from typing import Any
 
-from streamwise_core.appspec import RECENT_WINDOW, Task
+from streamwise_core.contracts.appspec import RECENT_WINDOW, Task
 
 AUC_BINS = 1000
 """Score histogram resolution: ties closer than 1/1000 count as ties (half a pair)."""

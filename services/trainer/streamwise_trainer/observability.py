@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamwise_core.telemetry import METRICS_PATH, exposition, metrics_registry
+from streamwise_core.adapters.telemetry import METRICS_PATH, exposition, metrics_registry
 
 from .learning import Snapshot
 from .runtime import TrainerRuntime

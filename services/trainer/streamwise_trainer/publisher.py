@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import ModelPublished
-from streamwise_core.lifecycle import SERVED, GateDecision
-from streamwise_core.registry import Lineage, Registry
-from streamwise_core.retention import Retention
-from streamwise_core.store_ports import VersionStore
+from streamwise_core.adapters.registry import Lineage, Registry
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import ModelPublished
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.store_ports import VersionStore
+from streamwise_core.domain.lifecycle import SERVED, GateDecision
 
 from .learning import Snapshot
 

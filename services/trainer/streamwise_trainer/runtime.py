@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from streamwise_core.codec import ModelMeta, unpack
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import utcnow
-from streamwise_core.kafka import make_producer
-from streamwise_core.lifecycle import GateDecision, decide
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Lineage, Registry
-from streamwise_core.signing import Signer
-from streamwise_core.store_ports import Checkpoints
+from streamwise_core.adapters.kafka import make_producer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Lineage, Registry
+from streamwise_core.contracts.codec import ModelMeta, unpack
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import utcnow
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_ports import Checkpoints
+from streamwise_core.domain.lifecycle import GateDecision, decide
 
 from .anchors import GateAnchors
 from .consumer import BatchConsumer

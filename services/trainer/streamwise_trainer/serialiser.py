@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from streamwise_core.codec import ModelMeta
-from streamwise_core.signing import Signer
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.signing import Signer
 
 from . import forked
 from .learning import Snapshot, Trainer

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
 
 
 class TrainerSettings(Settings):

@@ -19,15 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamwise_core.appspec import ModelSpec
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.lifecycle.challenge import PromotionClock, Scoreboard
-from streamwise_core.lifecycle.operations import LifecycleError
-from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, publish_roster
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import CHALLENGER, CHAMPION, RETIRED, DriftEntry, Registry, RosterEntry
-from streamwise_core.retention import Retention
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import CHALLENGER, CHAMPION, RETIRED, DriftEntry, Registry, RosterEntry
+from streamwise_core.contracts.appspec import ModelSpec
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.lifecycle.challenge import PromotionClock, Scoreboard
+from streamwise_core.domain.lifecycle.operations import LifecycleError
+from streamwise_core.domain.lifecycle.roster import StartPosition, add_challenger, make_champion, publish_roster
 
 from .app import prepare_model
 from .dead_letters import FirstToReach

@@ -21,8 +21,8 @@ from sqlalchemy import Boolean, CursorResult, DateTime, Engine, ForeignKey, Inte
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from streamwise_core.errors import BackendUnavailable, StreamwiseError
-from streamwise_core.registry.repository import make_engine
+from streamwise_core.adapters.registry.repository import make_engine
+from streamwise_core.contracts.errors import BackendUnavailable, StreamwiseError
 
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
 API_KEY_PREFIX = "swk_"

@@ -18,12 +18,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.http import BodyLimit, install_error_handlers, problem_body
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
-from streamwise_core.signing import Signer
-from streamwise_core.telemetry import configure_logging, fastapi_telemetry, instrument_app
+from streamwise_core.adapters.http import BodyLimit, install_error_handlers, problem_body
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
+from streamwise_core.adapters.telemetry import configure_logging, fastapi_telemetry, instrument_app
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.signing import Signer
 
 from .accounts import Accounts, Role
 from .application_api import router as app_router

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.events import ID_PATTERN, LabelReceived, utcnow
-from streamwise_core.registry import AuditEntry
-from streamwise_core.schema import validator
-from streamwise_core.store_types import serving
+from streamwise_core.adapters.registry import AuditEntry
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.events import ID_PATTERN, LabelReceived, utcnow
+from streamwise_core.contracts.schema import validator
+from streamwise_core.contracts.store_types import serving
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep

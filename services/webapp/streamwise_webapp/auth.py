@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader
 
-from streamwise_core.http import API_KEY_HEADER, api_key_matches
+from streamwise_core.adapters.http import API_KEY_HEADER, api_key_matches
 
 from .accounts import Accounts, Role, csrf_token
 from .views import Problem

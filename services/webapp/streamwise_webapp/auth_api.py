@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamwise_core.registry import AuditEntry
+from streamwise_core.adapters.registry import AuditEntry
 
 from .accounts import USERNAME_PATTERN, AccountError, ApiKey, Role, User
 from .auth import (

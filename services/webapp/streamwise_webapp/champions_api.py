@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamwise_core.appspec import ModelSpec
-from streamwise_core.lifecycle.operations import LifecycleError
-from streamwise_core.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
-from streamwise_core.registry import RETIRED
-from streamwise_core.store_types import serving
+from streamwise_core.adapters.registry import RETIRED
+from streamwise_core.contracts.appspec import ModelSpec
+from streamwise_core.contracts.store_types import serving
+from streamwise_core.domain.lifecycle.operations import LifecycleError
+from streamwise_core.domain.lifecycle.roster import StartPosition, add_challenger, make_champion, retire
 
 from .auth import AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import ServicesDep

@@ -8,8 +8,8 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, HTTPException, Request
 
-from streamwise_core.modelstore import ModelStore
-from streamwise_core.registry import Registry
+from streamwise_core.adapters.modelstore import ModelStore
+from streamwise_core.adapters.registry import Registry
 
 from .accounts import Accounts
 from .auth import Authenticator

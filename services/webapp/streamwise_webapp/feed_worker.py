@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import EventReceived
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import EventReceived
 
 from .feed import FeedBuffer, FeedItem, confidence
 from .upstream import PredictorClient, UpstreamRefused

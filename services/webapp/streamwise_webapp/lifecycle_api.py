@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from streamwise_core.errors import ValidationFailed
-from streamwise_core.http import JSON_TYPES, decode_utf8, loads_strict, read_body, require_media_type
-from streamwise_core.lifecycle.operations import LifecycleError, PinAction, move_current, pin, unpin
-from streamwise_core.registry import AuditEntry, VersionRow
-from streamwise_core.signing import Signer
+from streamwise_core.adapters.http import JSON_TYPES, decode_utf8, loads_strict, read_body, require_media_type
+from streamwise_core.adapters.registry import AuditEntry, VersionRow
+from streamwise_core.contracts.errors import ValidationFailed
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.domain.lifecycle.operations import LifecycleError, PinAction, move_current, pin, unpin
 
 from .auth import ACTOR_HEADER, AUTH_RESPONSES, Principal, require_operator, require_viewer
 from .deps import Services, ServicesDep

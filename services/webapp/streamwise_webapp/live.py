@@ -9,12 +9,12 @@ from datetime import datetime
 
 from redis.exceptions import RedisError
 
-from streamwise_core.codec import verify
-from streamwise_core.errors import BackendUnavailable, BlobRefused, StreamwiseError
-from streamwise_core.events import utcnow
-from streamwise_core.signing import Signer
-from streamwise_core.store_ports import Announcements, VersionStore
-from streamwise_core.store_types import serving
+from streamwise_core.contracts.codec import verify
+from streamwise_core.contracts.errors import BackendUnavailable, BlobRefused, StreamwiseError
+from streamwise_core.contracts.events import utcnow
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_ports import Announcements, VersionStore
+from streamwise_core.contracts.store_types import serving
 
 from .views import CurrentModel, LiveState, LiveStatus, current_view, live_state, state_key
 

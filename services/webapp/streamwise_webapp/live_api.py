@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from streamwise_core.errors import BackendUnavailable, ValidationFailed
+from streamwise_core.contracts.errors import BackendUnavailable, ValidationFailed
 
 from .auth import AUTH_RESPONSES, require_viewer
 from .deps import ServicesDep

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
 
 DEV_ADMIN_PASSWORD = "admin-password"
 """The first admin's password of docker-compose.yml and the dev overlay unless one is given."""

@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from streamwise_core.errors import BackendUnavailable
-from streamwise_core.events import DeadLettered, EventReceived, LabelReceived
-from streamwise_core.kafka import client_options, make_producer
-from streamwise_core.settings import KafkaSettings, Topics
+from streamwise_core.adapters.kafka import client_options, make_producer
+from streamwise_core.adapters.settings import KafkaSettings, Topics
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.events import DeadLettered, EventReceived, LabelReceived
 
 from .feed import DeadLetterItem, DeadLetterLog, FreshnessTracker, RateMeter, Sampler
 

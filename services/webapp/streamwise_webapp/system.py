@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from streamwise_core.events import utcnow
+from streamwise_core.contracts.events import utcnow
 
 from .feed import CounterRates, DeadLetterLog, FreshnessTracker, RateMeter
 from .upstream import Probe, Sample, ServiceProber

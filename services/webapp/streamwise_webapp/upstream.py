@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamwise_core.errors import BackendUnavailable, StreamwiseError
+from streamwise_core.contracts.errors import BackendUnavailable, StreamwiseError
 
 
 class UpstreamRefused(StreamwiseError):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from streamwise_core.settings import Settings
+from streamwise_core.adapters.settings import Settings
 
 from .accounts import AccountError, Accounts, Role
 

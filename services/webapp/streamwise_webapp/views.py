@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamwise_core.appspec import RECENT_WINDOW, Task, primary_metric
-from streamwise_core.codec import ModelMeta
-from streamwise_core.registry import VersionRow
+from streamwise_core.adapters.registry import VersionRow
+from streamwise_core.contracts.appspec import RECENT_WINDOW, Task, primary_metric
+from streamwise_core.contracts.codec import ModelMeta
 
 RECENT_SUFFIX = "_recent"
 

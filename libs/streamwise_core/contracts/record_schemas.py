@@ -4,8 +4,8 @@ docs/schemas/<name>.v<version>.schema.json holds one per record kind, for any Ka
 docs/record-formats.md says which topic carries which, with what key. The files are generated,
 never edited by hand::
 
-    python -m streamwise_core.record_schemas --write docs/schemas
-    python -m streamwise_core.record_schemas --check docs/schemas   # exit 1 when they differ
+    python -m streamwise_core.contracts.record_schemas --write docs/schemas
+    python -m streamwise_core.contracts.record_schemas --check docs/schemas   # exit 1 when they differ
 
 tests/unit/test_record_schemas.py holds the committed files equal to what this writes.
 
@@ -37,8 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .events import DeadLettered, EventReceived, LabelReceived, ModelPublished, PredictionMade, _Event
-from .settings import Topics
+from streamwise_core.contracts.events import DeadLettered, EventReceived, LabelReceived, ModelPublished, PredictionMade, _Event
+from streamwise_core.contracts.topic_config import Topics
 
 if TYPE_CHECKING:
     from jsonschema import FormatChecker
@@ -128,7 +128,7 @@ def record_schema(kind: RecordKind) -> dict[str, Any]:
     description = (
         f"{model_doc} A record of the {kind.topic_pattern} topic, schema_version {kind.version}. "
         "Fields not named here may be added within this version: readers ignore them. "
-        "Generated from streamwise_core.events." + kind.model.__name__ + " by streamwise_core.record_schemas; "
+        "Generated from streamwise_core.contracts.events." + kind.model.__name__ + " by streamwise_core.contracts.record_schemas; "
         "see docs/record-formats.md."
     )
     return {
@@ -280,7 +280,7 @@ def check_record(data: bytes, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamwise_core.record_schemas", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m streamwise_core.contracts.record_schemas", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", type=Path, metavar="DIR", help="write the schema files into DIR")
     group.add_argument("--check", type=Path, metavar="DIR", help="exit 1 when DIR's schema files differ from the models")
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print("regenerate them: python -m streamwise_core.record_schemas --write " + str(args.check), file=sys.stderr)
+        print("regenerate them: python -m streamwise_core.contracts.record_schemas --write " + str(args.check), file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -17,7 +17,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, Field
 
-from ..appspec import Task, primary_metric
+from streamwise_core.contracts.appspec import Task, primary_metric
 
 HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc", "macro_f1"})
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})

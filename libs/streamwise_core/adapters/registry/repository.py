@@ -14,8 +14,9 @@ from sqlalchemy import BigInteger, CursorResult, Engine, Integer, create_engine,
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from ..codec import ModelMeta
-from ..errors import BackendUnavailable, StreamwiseError
+from streamwise_core.contracts.codec import ModelMeta
+from streamwise_core.contracts.errors import BackendUnavailable, StreamwiseError
+
 from .roster import RosterRepository
 from .tables import AuditRow, ModelVersionRow
 

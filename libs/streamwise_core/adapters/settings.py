@@ -12,10 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .appspec import AppSpec, load_app_spec
-from .lifecycle.gate import GateSettings
-from .retention import Retention
-from .topic_config import TopicRetention, Topics
+from streamwise_core.contracts.appspec import AppSpec, load_app_spec
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.topic_config import TopicRetention, Topics
+from streamwise_core.domain.lifecycle.gate import GateSettings
 
 DEV_SIGNING_KEY = "dev:streamwise-development-signing-key"
 DEV_API_KEY = "dev-api-key"

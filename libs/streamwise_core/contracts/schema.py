@@ -6,7 +6,7 @@ Every service checks features and labels with one object per app spec, ``validat
 named as the HTTP APIs' 422 bodies name them. Ingest, the predictor, the trainer and the web
 app all use it; there is no other check of the same rules.
 
->>> from streamwise_core.appspec import parse_app_spec
+>>> from streamwise_core.contracts.appspec import parse_app_spec
 >>> spec = parse_app_spec({
 ...     "name": "shop", "task": "binary",
 ...     "features": {"amount": "float", "items": "int", "member": "bool",
@@ -36,8 +36,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .appspec import AppSpec, FeatureSpec, FeatureType, Task
-from .events import ID, ID_PATTERN
+from streamwise_core.contracts.appspec import AppSpec, FeatureSpec, FeatureType, Task
+from streamwise_core.contracts.events import ID, ID_PATTERN
 
 FeatureValue = float | int | str | bool
 Features = dict[str, FeatureValue]

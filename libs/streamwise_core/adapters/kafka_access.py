@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .settings import Topics
+from streamwise_core.adapters.settings import Topics
 
 TopicRole = Literal["events", "labels", "predictions", "models", "dead_letters"]
 Operation = Literal["Read", "Write", "Describe", "Create", "DescribeConfigs", "AlterConfigs"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from .codec import SignedBlob
-from .retention import Retention
-from .store_types import Champion, GateCallback, Pointer
+from streamwise_core.contracts.codec import SignedBlob
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.store_types import Champion, GateCallback, Pointer
 
 
 class Blobs(Protocol):

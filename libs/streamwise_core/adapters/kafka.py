@@ -16,9 +16,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
-from .errors import BackendUnavailable
-from .settings import KafkaSettings, Settings
-from .topic_config import topic_configs
+from streamwise_core.adapters.settings import KafkaSettings, Settings
+from streamwise_core.contracts.errors import BackendUnavailable
+from streamwise_core.contracts.topic_config import topic_configs
 
 
 async def send_batches(

@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..appspec import AppSpec, ModelSpec
-from ..errors import SpecError
-from ..registry import CHALLENGER, CHAMPION, AuditEntry, ModelExists, Registry, RosterEntry
-from ..store_ports import Pointers
-from ..store_types import PointerMoved
+from streamwise_core.adapters.registry import CHALLENGER, CHAMPION, AuditEntry, ModelExists, Registry, RosterEntry
+from streamwise_core.contracts.appspec import AppSpec, ModelSpec
+from streamwise_core.contracts.errors import SpecError
+from streamwise_core.contracts.store_ports import Pointers
+from streamwise_core.contracts.store_types import PointerMoved
+
 from .operations import Conflict, LifecycleError, VersionNotFound
 
 
@@ -54,8 +55,8 @@ class StartPosition(BaseModel):
 
 def check_buildable(app: AppSpec, model: ModelSpec) -> None:
     """Raise ``SpecError`` unless ``model`` can be built for this app (checked before it is added)."""
-    from ..pipeline import build_model
-    from ..retrain import build_estimator
+    from streamwise_core.domain.pipeline import build_model
+    from streamwise_core.domain.retrain import build_estimator
 
     one = app.for_model(model)
     if model.kind == "retrain":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .appspec import Task
+from streamwise_core.contracts.appspec import Task
 
 
 def predict(model: Any, task: Task, x: dict[str, Any]) -> tuple[Any, dict[Any, float] | None]:

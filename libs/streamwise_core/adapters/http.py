@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import BackendUnavailable, ValidationFailed
+from streamwise_core.contracts.errors import BackendUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import Any
 
 from river import base, compose
 
-from .appspec import Task
-from .inference import predict
-from .pipeline import SelectPresent
+from streamwise_core.contracts.appspec import Task
+from streamwise_core.domain.inference import predict
+from streamwise_core.domain.pipeline import SelectPresent
 
 Features = dict[str, Any]
 Pass = Callable[[Features, Features, Any], tuple[Features, Features]]

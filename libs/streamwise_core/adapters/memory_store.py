@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import SignedBlob
-from .retention import Retention
-from .store_types import Champion, GateCallback, Pointer, PointerMoved
+from streamwise_core.contracts.codec import SignedBlob
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.store_types import Champion, GateCallback, Pointer, PointerMoved
 
 
 @dataclass

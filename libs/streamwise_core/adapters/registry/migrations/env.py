@@ -5,9 +5,9 @@ transaction (``registry/grants.py``)."""
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from streamwise_core.registry.grants import apply_grants
-from streamwise_core.registry.migrations_lock import MIGRATION_LOCK
-from streamwise_core.registry.tables import Base
+from streamwise_core.adapters.registry.grants import apply_grants
+from streamwise_core.adapters.registry.migrations_lock import MIGRATION_LOCK
+from streamwise_core.adapters.registry.tables import Base
 
 config = context.config
 

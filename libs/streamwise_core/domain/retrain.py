@@ -14,8 +14,8 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .appspec import AppSpec, ModelSpec, StepSpec, Task
-from .errors import SpecError
+from streamwise_core.contracts.appspec import AppSpec, ModelSpec, StepSpec, Task
+from streamwise_core.contracts.errors import SpecError
 
 _SKLEARN_PREFIX = "sklearn:"
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from .errors import BlobRefused
+from streamwise_core.contracts.errors import BlobRefused
 
 
 @dataclass(frozen=True)

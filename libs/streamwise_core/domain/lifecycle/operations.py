@@ -15,12 +15,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from ..codec import verify
-from ..errors import BlobRefused, StreamwiseError
-from ..registry import AuditEntry, Registry
-from ..signing import Signer
-from ..store_ports import VersionStore
-from ..store_types import PointerMoved
+from streamwise_core.adapters.registry import AuditEntry, Registry
+from streamwise_core.contracts.codec import verify
+from streamwise_core.contracts.errors import BlobRefused, StreamwiseError
+from streamwise_core.contracts.signing import Signer
+from streamwise_core.contracts.store_ports import VersionStore
+from streamwise_core.contracts.store_types import PointerMoved
+
 from .gate import HELD_BACK, SERVED
 
 Action = Literal["promote", "rollback"]

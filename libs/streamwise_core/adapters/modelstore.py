@@ -14,11 +14,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .codec import SignedBlob
-from .errors import BackendUnavailable, BlobRefused
-from .retention import Retention
-from .signing import Signature
-from .store_types import Champion, GateCallback, Pointer, PointerMoved
+from streamwise_core.contracts.codec import SignedBlob
+from streamwise_core.contracts.errors import BackendUnavailable, BlobRefused
+from streamwise_core.contracts.retention import Retention
+from streamwise_core.contracts.signing import Signature
+from streamwise_core.contracts.store_types import Champion, GateCallback, Pointer, PointerMoved
 
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])

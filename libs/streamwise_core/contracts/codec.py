@@ -19,9 +19,9 @@ import river
 from pydantic import BaseModel, ConfigDict, Field
 from river import proba
 
-from .errors import BlobRefused
-from .events import utcnow
-from .signing import Signature, Signer
+from streamwise_core.contracts.errors import BlobRefused
+from streamwise_core.contracts.events import utcnow
+from streamwise_core.contracts.signing import Signature, Signer
 
 
 class ModelMeta(BaseModel):

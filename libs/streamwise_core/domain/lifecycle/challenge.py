@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..appspec import PromotionSpec, Task
+from streamwise_core.contracts.appspec import PromotionSpec, Task
 
 
 class Scoreboard:

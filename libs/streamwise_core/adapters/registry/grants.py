@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 from sqlalchemy import Connection, create_engine, text
 
-from ..errors import StreamwiseError
+from streamwise_core.contracts.errors import StreamwiseError
+
 from .access import Right, Schema, checked_rights, grant_statements, quote_ident, rights_problems
 from .migrations_lock import MIGRATION_LOCK
 

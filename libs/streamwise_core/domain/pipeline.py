@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 from river import base, compose, preprocessing
 
-from .appspec import AppSpec, ModelSpec, StepSpec, Task
-from .errors import SpecError
+from streamwise_core.contracts.appspec import AppSpec, ModelSpec, StepSpec, Task
+from streamwise_core.contracts.errors import SpecError
 
 SKLEARN_PREFIX = "sklearn:"
 
@@ -94,7 +94,7 @@ def build_model(app: AppSpec, spec: ModelSpec | None = None) -> base.Estimator:
     """The river pipeline declared by ``spec`` (the app's model by default)."""
     spec = spec or app.model
     if spec.kind == "retrain":
-        raise SpecError(f"model '{spec.name}' is retrained periodically: it is built by streamwise_core.retrain")
+        raise SpecError(f"model '{spec.name}' is retrained periodically: it is built by streamwise_core.domain.retrain")
     steps = [build_step(s, app) for s in spec.steps]
     final = steps[-1]
     expected = base.Regressor if app.task is Task.REGRESSION else base.Classifier

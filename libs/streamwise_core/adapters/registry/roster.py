@@ -11,7 +11,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..errors import BackendUnavailable
+from streamwise_core.contracts.errors import BackendUnavailable
+
 from .tables import AuditRow, DriftRow, ModelRow
 
 CHAMPION, CHALLENGER, RETIRED = "champion", "challenger", "retired"

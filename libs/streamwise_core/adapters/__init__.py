@@ -1,0 +1,1 @@
+"""Kafka, Redis, SQL, HTTP, telemetry and settings: the outside world, behind the contracts."""

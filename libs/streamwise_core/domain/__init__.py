@@ -1,0 +1,1 @@
+"""Pure decisions: the model lifecycle, progressive validation, retraining, pipelines."""
