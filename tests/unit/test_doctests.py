@@ -7,12 +7,13 @@ from types import ModuleType
 
 import pytest
 
+import streamwise_core
 from streamwise_core.contracts import events, schema, store_types, topic_config
 from streamwise_core.domain.lifecycle import challenge, gate
 from streamwise_predictor import holder
 from streamwise_trainer import join, publish_policy
 
-MODULES: list[ModuleType] = [store_types, topic_config, challenge, gate, holder, join, publish_policy, schema, events]
+MODULES: list[ModuleType] = [streamwise_core, store_types, topic_config, challenge, gate, holder, join, publish_policy, schema, events]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
