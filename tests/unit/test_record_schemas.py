@@ -343,3 +343,11 @@ def test_the_documented_examples_validate_and_name_every_file_and_topic() -> Non
         assert valid(example.encode(), name), example
         seen.add(name)
     assert seen == set(KINDS_BY_NAME), "an example record of each kind"
+
+
+def test_a_metric_not_defined_yet_is_null_on_the_models_topic_and_reads_back() -> None:
+    record = ModelPublished(app="fraud", model="reg", version=1, examples_seen=1, metrics={"r2": float("nan"), "mae": 0.5})
+    data = record.to_bytes()
+    assert b'"r2":null' in data
+    check_record(data, committed("model_published"))
+    assert ModelPublished.from_bytes(data).metrics == {"r2": None, "mae": 0.5}

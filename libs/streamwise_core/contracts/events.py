@@ -11,13 +11,14 @@ byte for byte as the models write and read them: ``EventReceived.records`` (inge
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
 def utcnow() -> datetime:
@@ -221,10 +222,21 @@ class ModelPublished(_Event):
     """The version published, counting from 1 per model."""
     examples_seen: int
     """Examples the model had learned from by then."""
-    metrics: dict[str, float]
-    """Its online metrics by name at that point (such as ``accuracy``)."""
+    metrics: dict[str, float | None]
+    """Its online metrics by name at that point (such as ``accuracy``); ``null`` for one not
+    defined yet (a metric of a few examples that is NaN, such as R² of one)."""
     published_at: datetime = Field(default_factory=utcnow)
     """When it was published."""
+
+    @field_validator("metrics", mode="after")
+    @classmethod
+    def _undefined_is_null(cls, metrics: dict[str, float | None]) -> dict[str, float | None]:
+        """JSON has no NaN: a metric not defined yet is ``None``, written ``null``.
+
+        >>> ModelPublished(app="a", model="m", version=1, examples_seen=1, metrics={"r2": float("nan")}).metrics
+        {'r2': None}
+        """
+        return {k: v if v is None or math.isfinite(v) else None for k, v in metrics.items()}
 
 
 class DeadLettered(_Event):

@@ -145,7 +145,7 @@ class Publisher:
     async def _announce(self, meta: ModelMeta) -> None:
         event = ModelPublished(
             app=meta.app, model=meta.model, version=meta.version,
-            examples_seen=meta.examples_seen, metrics=meta.metrics,
+            examples_seen=meta.examples_seen, metrics=dict(meta.metrics),
         )
         try:
             async with asyncio.timeout(self._announce_timeout_s):
