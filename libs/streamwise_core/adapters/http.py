@@ -241,6 +241,23 @@ def include_request_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
+# --------------------------------------------------------------------------- services
+
+
+def services_if_started(request: Request) -> Any:
+    """What the app's lifespan put on ``app.state.services`` (the clients a handler needs), or
+    ``None`` before it has (the health probes answer then too)."""
+    return getattr(request.app.state, "services", None)
+
+
+def started_services(request: Request) -> Any:
+    """``services_if_started``, or 503 "starting up" before the lifespan made them."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise HTTPException(status_code=503, detail="starting up")
+    return services
+
+
 # --------------------------------------------------------------------------- body size
 
 

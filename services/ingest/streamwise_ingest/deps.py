@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, cast
 
 from aiokafka import AIOKafkaProducer
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from prometheus_client import Counter
+
+from streamwise_core.adapters import http
 
 from .observability import IngestMetrics
 from .settings import IngestSettings
@@ -37,8 +39,7 @@ class Services:
 
 def services_if_started(request: Request) -> Services | None:
     """The app's services, or ``None`` before the lifespan made them (the probes answer then too)."""
-    services: Services | None = getattr(request.app.state, "services", None)
-    return services
+    return cast(Services | None, http.services_if_started(request))
 
 
 def services_of(request: Request) -> Services:
@@ -47,10 +48,7 @@ def services_of(request: Request) -> Services:
     The write routes call it themselves (a ``RequestRoute`` solves no dependencies); the
     others take it as ``ServicesDep``.
     """
-    services = services_if_started(request)
-    if services is None:
-        raise HTTPException(status_code=503, detail="starting up")
-    return services
+    return cast(Services, http.started_services(request))
 
 
 ServicesDep = Annotated[Services, Depends(services_of)]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, HTTPException, Request
 
+from streamwise_core.adapters import http
 from streamwise_core.adapters.kafka import RecordBuffer
 from streamwise_core.adapters.modelstore import ModelStore
 
@@ -35,8 +36,7 @@ class Services:
 
 def services_if_started(request: Request) -> Services | None:
     """The app's services, or ``None`` before the lifespan made them (the probes answer then too)."""
-    services: Services | None = getattr(request.app.state, "services", None)
-    return services
+    return cast(Services | None, http.services_if_started(request))
 
 
 def services_of(request: Request) -> Services:
@@ -45,10 +45,7 @@ def services_of(request: Request) -> Services:
     The prediction routes call it themselves (a ``RequestRoute`` solves no dependencies); the
     others take it as ``ServicesDep``.
     """
-    services = services_if_started(request)
-    if services is None:
-        raise HTTPException(status_code=503, detail="starting up")
-    return services
+    return cast(Services, http.started_services(request))
 
 
 def served(services: Services) -> ServedModel:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from streamwise_core.adapters.http import JSON_TYPES, RequestRoute, problem_responses, require_media_type
+from streamwise_core.contracts.appspec import AppSpec
 from streamwise_core.contracts.events import PredictionMade, utcnow
 
 from .deps import Services, served, services_of
@@ -15,6 +16,7 @@ from .holder import ServedModel
 from .predictions import (
     Answer,
     BatchResponse,
+    Checked,
     PredictionResponse,
     batch_schema,
     encode_answers,
@@ -40,6 +42,20 @@ def _record(services: Services, model: ServedModel, answers: list[Answer], encod
     services.recorder.add(PredictionMade.records(answers, model.meta.model, model.meta.version, utcnow(), encoded=encoded))
 
 
+async def _predict(
+    request: Request, spec: AppSpec, max_batch: int | None, mode: str,
+) -> tuple[Services, ServedModel, list[Checked], list[Answer]]:
+    """Read the request's instances and predict them with the version served now (timed, as ``mode``)."""
+    require_media_type(request.headers.get("content-type"), JSON_TYPES)
+    items = read_request(spec, await request.body(), max_batch)
+    services = services_of(request)
+    model = served(services)
+    started = time.perf_counter()
+    answers = predict_checked(spec, model, items)
+    services.metrics.predicted(mode, len(answers), time.perf_counter() - started)
+    return services, model, items, answers
+
+
 def router(settings: PredictorSettings) -> APIRouter:
     """POST /v1/predict and /v1/predict/batch, documented for this application's spec and batch limit.
 
@@ -52,13 +68,7 @@ def router(settings: PredictorSettings) -> APIRouter:
     @api.post("/v1/predict", response_model=PredictionResponse, responses=ERRORS, openapi_extra=_body_doc(instance_schema(spec)))
     async def predict_one(request: Request) -> Response:
         """Predict one instance with the current model version."""
-        require_media_type(request.headers.get("content-type"), JSON_TYPES)
-        items = read_request(spec, await request.body(), None)
-        services = services_of(request)
-        model = served(services)
-        started = time.perf_counter()
-        answers = predict_checked(spec, model, items)
-        services.metrics.predicted("single", 1, time.perf_counter() - started)
+        services, model, items, answers = await _predict(request, spec, None, "single")
         _record(services, model, answers)
         services.shadow.offer(items, answers)
         return Response(encode_prediction(answers[0], model.meta.model, model.meta.version), media_type="application/json")
@@ -69,13 +79,7 @@ def router(settings: PredictorSettings) -> APIRouter:
     )
     async def predict_batch(request: Request) -> Response:
         """Predict many instances with one model version; all or nothing."""
-        require_media_type(request.headers.get("content-type"), JSON_TYPES)
-        items = read_request(spec, await request.body(), max_batch)
-        services = services_of(request)
-        model = served(services)
-        started = time.perf_counter()
-        answers = predict_checked(spec, model, items)
-        services.metrics.predicted("batch", len(answers), time.perf_counter() - started)
+        services, model, items, answers = await _predict(request, spec, max_batch, "batch")
         encoded = encode_answers(answers)  # once, for the response and the records
         _record(services, model, answers, encoded)
         services.shadow.offer(items, answers)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 import httpx
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
+from streamwise_core.adapters.http import started_services
 from streamwise_core.adapters.modelstore import ModelStore
 from streamwise_core.adapters.registry import Registry
 
@@ -46,10 +47,7 @@ class Services:
 
 def get_services(request: Request) -> Services:
     """FastAPI dependency; 503 if the lifespan has not started the clients (yet)."""
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
-        raise HTTPException(status_code=503, detail="starting up")
-    return services
+    return cast(Services, started_services(request))
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
